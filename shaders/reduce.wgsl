@@ -1,0 +1,96 @@
+// Reductions. One workgroup of 256 threads reduces one output element: each thread sums a strided part
+// of the input, then the workgroup combines the 256 partial sums as a tree in shared memory.
+
+struct Params {
+  outer: u32,   // sum_broadcast: outer count / mse: elements per example / sum_squares: length
+  size: u32,    // sum_broadcast: elements of the result (b's size)
+  inner: u32,   // sum_broadcast: run length of one result element
+  scale: f32,   // mse_backward: gradient of the loss w.r.t. the mean (usually 1)
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+
+override MUL_A: bool = false;
+
+var<workgroup> partial: array<f32, 256>;
+
+fn workgroup_sum(lid: u32, value: f32) -> f32 {
+  partial[lid] = value;
+  workgroupBarrier();
+  for (var stride = 128u; stride > 0u; stride = stride / 2u) {
+    if (lid < stride) { partial[lid] = partial[lid] + partial[lid + stride]; }
+    workgroupBarrier();
+  }
+  return partial[0];
+}
+
+// ---- sum_broadcast: db[j] = sum over o < outer, k < inner of dy[(o * size + j) * inner + k]
+//      (times a[...] at the same index when MUL_A). The gradient of a broadcast b, and of biases. ----
+@group(0) @binding(1) var<storage, read> sb_dy: array<f32>;
+@group(0) @binding(2) var<storage, read_write> sb_out: array<f32>;
+@group(0) @binding(3) var<storage, read> sb_a: array<f32>;
+
+@compute @workgroup_size(256)
+fn sum_broadcast(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                 @builtin(local_invocation_index) lid: u32) {
+  let j = wg.y * nwg.x + wg.x;
+  if (j >= p.size) { return; }  // uniform across the workgroup, so the barriers below stay uniform
+  var acc = 0.0;
+  let count = p.outer * p.inner;
+  for (var t = lid; t < count; t = t + 256u) {
+    let o = t / p.inner;
+    let k = t % p.inner;
+    let idx = (o * p.size + j) * p.inner + k;
+    if (MUL_A) { acc = acc + sb_dy[idx] * sb_a[idx]; } else { acc = acc + sb_dy[idx]; }
+  }
+  let total = workgroup_sum(lid, acc);
+  if (lid == 0u) { sb_out[j] = total; }
+}
+
+// ---- per-example mean squared error: err[n] = mean_i (a[n, i] - b[n, i])^2, p.outer = elements per example ----
+@group(0) @binding(1) var<storage, read> mse_a: array<f32>;
+@group(0) @binding(2) var<storage, read> mse_b: array<f32>;
+@group(0) @binding(3) var<storage, read_write> mse_err: array<f32>;
+
+@compute @workgroup_size(256)
+fn mse_forward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let n = wg.x;
+  let base = n * p.outer;
+  var acc = 0.0;
+  for (var i = lid; i < p.outer; i = i + 256u) {
+    let d = mse_a[base + i] - mse_b[base + i];
+    acc = acc + d * d;
+  }
+  let total = workgroup_sum(lid, acc);
+  if (lid == 0u) { mse_err[n] = total / f32(p.outer); }
+}
+
+// ---- mse backward: da[n, i] = derr[n] * 2 (a - b) / M; db = -da is left to the caller ----
+@group(0) @binding(1) var<storage, read> mseb_a: array<f32>;
+@group(0) @binding(2) var<storage, read> mseb_b: array<f32>;
+@group(0) @binding(3) var<storage, read> mseb_derr: array<f32>;
+@group(0) @binding(4) var<storage, read_write> mseb_da: array<f32>;
+
+@compute @workgroup_size(256)
+fn mse_backward(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                @builtin(local_invocation_index) lid: u32) {
+  let i = flat_index(wg, nwg, lid);
+  if (i >= p.size) { return; }
+  let n = i / p.outer;
+  mseb_da[i] = p.scale * mseb_derr[n] * 2.0 * (mseb_a[i] - mseb_b[i]) / f32(p.outer);
+}
+
+// ---- sum of squares, added into acc[0]: run once per gradient tensor for the global gradient norm ----
+@group(0) @binding(1) var<storage, read> ss_x: array<f32>;
+@group(0) @binding(2) var<storage, read_write> ss_acc: array<f32>;
+
+@compute @workgroup_size(256)
+fn sum_squares_accumulate(@builtin(local_invocation_index) lid: u32) {
+  var acc = 0.0;
+  for (var i = lid; i < p.outer; i = i + 256u) {
+    let v = ss_x[i];
+    acc = acc + v * v;
+  }
+  let total = workgroup_sum(lid, acc);
+  if (lid == 0u) { ss_acc[0] = ss_acc[0] + total; }
+}

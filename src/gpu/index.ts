@@ -1,0 +1,3 @@
+export * from './device';
+export * from './gpu';
+export * from './pool';

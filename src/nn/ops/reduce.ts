@@ -1,0 +1,75 @@
+// Reductions (shaders/reduce.wgsl).
+
+import source from '../../../shaders/reduce.wgsl?raw';
+import { f32, u32, type Gpu } from '../../gpu/gpu';
+import { numel, Tensor } from '../tensor';
+import { family, grid1d, kernel } from './kernels';
+
+const fam = family('reduce', source);
+
+function params(outer: number, size: number, inner: number, scale = 1) {
+  return [u32(outer), u32(size), u32(inner), f32(scale)];
+}
+
+/** One workgroup per output element, spread over two grid dimensions. */
+function perOutput(size: number): [number, number] {
+  if (size <= 65535) return [size, 1];
+  return [32768, Math.ceil(size / 32768)];
+}
+
+/**
+ * Sums dy over a broadcast: out[j] = sum_{o,k} dy[(o * size + j) * inner + k], size = numel(outShape)
+ * (times `a` elementwise when given). Bias gradients: linear [R, C] -> [C] with inner 1; conv [N, C, H, W]
+ * -> [C] with inner H*W.
+ */
+export function sumBroadcast(dy: Tensor, outShape: readonly number[], inner: number, a?: Tensor): Tensor {
+  const size = numel(outShape);
+  const outer = dy.size / (size * inner);
+  if (!Number.isInteger(outer)) throw new Error(`sumBroadcast: [${dy.shape}] does not tile [${outShape}] x ${inner}`);
+  const out = Tensor.empty(dy.gpu, outShape);
+  const gpu = dy.gpu;
+  gpu.dispatch(kernel(gpu, fam, 'sum_broadcast', { constants: { MUL_A: a ? 1 : 0 } }), {
+    params: params(outer, size, inner),
+    // Without `a` the binding still needs a buffer; dy stands in and is never read through it.
+    buffers: [dy.buffer, out.buffer, (a ?? dy).buffer],
+    workgroups: perOutput(size),
+  });
+  return out;
+}
+
+/** Sum of every element: a tensor of shape [1]. */
+export function sumAll(x: Tensor): Tensor {
+  return sumBroadcast(x, [1], x.size);
+}
+
+/** Per-example mean squared error of a and b, both [N, ...]: err [N]. */
+export function mseRows(a: Tensor, b: Tensor): Tensor {
+  const n = a.shape[0];
+  const m = a.size / n;
+  if (b.size !== a.size) throw new Error(`mseRows: [${a.shape}] vs [${b.shape}]`);
+  const err = Tensor.empty(a.gpu, [n]);
+  a.gpu.dispatch(kernel(a.gpu, fam, 'mse_forward'), {
+    params: params(m, a.size, 1),
+    buffers: [a.buffer, b.buffer, err.buffer],
+    workgroups: [n],
+  });
+  return err;
+}
+
+/** Gradient of mseRows w.r.t. a, given derr [N]. The gradient w.r.t. b is its negative. */
+export function mseRowsBackward(a: Tensor, b: Tensor, derr: Tensor): Tensor {
+  const n = a.shape[0];
+  const da = Tensor.empty(a.gpu, a.shape);
+  a.gpu.dispatch(kernel(a.gpu, fam, 'mse_backward'), {
+    params: params(a.size / n, a.size, 1),
+    buffers: [a.buffer, b.buffer, derr.buffer, da.buffer],
+    workgroups: grid1d(a.size),
+  });
+  return da;
+}
+
+/** Adds sum(x^2) into acc[0] for each x: the squared global gradient norm, with no readback. */
+export function accumulateSumSquares(gpu: Gpu, xs: Tensor[], acc: Tensor): void {
+  const k = kernel(gpu, fam, 'sum_squares_accumulate');
+  for (const x of xs) gpu.dispatch(k, { params: params(x.size, 1, 1), buffers: [x.buffer, acc.buffer], workgroups: [1] });
+}
