@@ -84,7 +84,7 @@ export function expectGradient(
   which: number,
   dy: Float64Array,
   what: string,
-  tol = 2e-3,
+  tol = 1e-4,
 ): void {
   expect(analytic.length, `${what}: gradient length`).toBe(inputs[which].length);
   const { indices, grad } = finiteDifferences(forward, inputs, which, dy);
