@@ -2,9 +2,12 @@ import { defineConfig } from 'vitest/config';
 
 // Tests run WebGPU in Node through Dawn. Without a GPU, Dawn uses SwiftShader's Vulkan driver, which
 // Debian's chromium package ships; set it up here unless the caller chose a driver already.
-const swiftshader = '/usr/lib/chromium/vk_swiftshader_icd.json';
-process.env.VK_ICD_FILENAMES ??= swiftshader;
-process.env.XDG_RUNTIME_DIR ??= '/tmp';
+export function useSwiftShaderUnlessSet(): void {
+  process.env.VK_ICD_FILENAMES ??= '/usr/lib/chromium/vk_swiftshader_icd.json';
+  process.env.XDG_RUNTIME_DIR ??= '/tmp';
+}
+
+useSwiftShaderUnlessSet();
 
 export default defineConfig({
   test: {

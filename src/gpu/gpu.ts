@@ -209,6 +209,34 @@ export class Gpu {
     return new Float32Array(await this.read(buffer, length * 4, offset * 4));
   }
 
+  /**
+   * Times the GPU work `fn` records, with timestamp queries where the adapter has them: an empty pass that
+   * stamps the start, `fn`'s passes, and an empty pass that stamps the end. `gpuMs` is null without
+   * 'timestamp-query'; `wallMs` always covers recording, submission and completion.
+   */
+  async time(fn: () => void): Promise<{ gpuMs: number | null; wallMs: number }> {
+    this.submit();
+    const t0 = performance.now();
+    const querySet = this.features.has('timestamp-query')
+      ? this.device.createQuerySet({ type: 'timestamp', count: 2 })
+      : null;
+    if (querySet) this.stampPass({ querySet, beginningOfPassWriteIndex: 0 });
+    fn();
+    let resolved: GPUBuffer | null = null;
+    if (querySet) {
+      this.stampPass({ querySet, endOfPassWriteIndex: 1 });
+      resolved = this.device.createBuffer({ size: 16, usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC });
+      this.commandEncoder().resolveQuerySet(querySet, 0, 2, resolved, 0);
+    }
+    await this.sync();
+    const wallMs = performance.now() - t0;
+    if (!querySet || !resolved) return { gpuMs: null, wallMs };
+    const stamps = new BigUint64Array(await this.read(resolved, 16));
+    resolved.destroy();
+    querySet.destroy();
+    return { gpuMs: Number(stamps[1] - stamps[0]) / 1e6, wallMs };
+  }
+
   /** Runs `fn` and throws the first validation or out-of-memory error it caused. */
   async checked<T>(fn: () => T): Promise<T> {
     this.device.pushErrorScope('out-of-memory');
@@ -265,6 +293,11 @@ export class Gpu {
 
   private computePass(): GPUComputePassEncoder {
     return (this.pass ??= this.commandEncoder().beginComputePass());
+  }
+
+  private stampPass(timestampWrites: GPUComputePassTimestampWrites): void {
+    this.endPass();
+    this.commandEncoder().beginComputePass({ timestampWrites }).end();
   }
 
   private endPass(): void {

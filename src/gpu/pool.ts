@@ -1,6 +1,7 @@
 // Storage buffers are recycled by size class instead of created and destroyed per op: creating GPU buffers
-// is slow, and a training step allocates the same shapes every time. Sizes are rounded up to a class with
-// at most 1/8 waste, so a buffer may be larger than asked; kernels are always given their true sizes.
+// is slow, and a training step allocates the same shapes every time. Sizes are rounded up to a class (at
+// most 1/8 waste above 2 KiB, multiples of 256 bytes below), so a buffer may be larger than asked; kernels
+// are always given their true sizes.
 
 export function sizeClass(byteLength: number): number {
   const size = Math.max(256, Math.ceil(byteLength / 4) * 4);
