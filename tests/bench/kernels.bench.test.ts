@@ -149,7 +149,7 @@ function cases(gpu: Gpu, size: 'small' | 'sd15'): Case[] {
     const fwd = attention(tq, tk, tv, { heads });
     // The peer gets heads-major [H, N, d] tensors (its best layout) and keeps the H x Nq x Nk
     // probabilities from its forward for the backward, as its autodiff would.
-    const headsMajor = (x: Float32Array, n: number) => tf.tidy(() => tf.tensor3d(x, [n, heads, d]).transpose([1, 0, 2]));
+    const headsMajor = (x: Float32Array, n: number) => tf.tidy(() => tf.transpose(tf.tensor3d(x, [n, heads, d]), [1, 0, 2]));
     const [pq, pk, pv, pdo] = [headsMajor(q, nq), headsMajor(k, nk), headsMajor(v, nk), headsMajor(dO, nq)];
     const peerForward = () => tf.tidy(() => tf.matMul(tf.softmax(tf.mul(tf.matMul(pq, pk, false, true), scale)), pv));
     const probs = tf.tidy(() => tf.softmax(tf.mul(tf.matMul(pq, pk, false, true), scale)));

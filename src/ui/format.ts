@@ -1,0 +1,36 @@
+// Human-readable numbers for the GPU panel.
+
+const BINARY_UNITS = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'] as const;
+
+/** 268435456 -> "256 MiB", 4294967292 -> "4 GiB" (three significant digits, trailing zeros dropped). */
+export function formatBytes(bytes: number): string {
+  if (!Number.isFinite(bytes) || bytes < 0) return 'unknown';
+  let value = bytes;
+  let unit = 0;
+  while (value >= 1024 && unit < BINARY_UNITS.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  if (unit === 0) return `${bytes} ${bytes === 1 ? 'byte' : 'bytes'}`;
+  return `${Number(value.toPrecision(3))} ${BINARY_UNITS[unit]}`;
+}
+
+/** 65535 -> "65,535". */
+export function formatCount(n: number): string {
+  return Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : 'unknown';
+}
+
+/** Milliseconds with a sensible number of digits: "0.42 ms", "3.1 ms", "812 ms", "2.4 s". */
+export function formatMs(ms: number): string {
+  if (!Number.isFinite(ms)) return 'unknown';
+  if (ms >= 1000) return `${(ms / 1000).toFixed(1)} s`;
+  if (ms >= 100) return `${Math.round(ms)} ms`;
+  if (ms >= 1) return `${ms.toFixed(1)} ms`;
+  return `${ms.toFixed(2)} ms`;
+}
+
+/** A small error in scientific notation with three significant digits at most: "9.8e-7", "1e-4"; zero as "0". */
+export function formatError(x: number): string {
+  if (Number.isNaN(x)) return 'NaN (the GPU returned a non-finite value)';
+  return x === 0 ? '0' : Number(x.toPrecision(3)).toExponential();
+}
