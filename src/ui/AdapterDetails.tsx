@@ -11,8 +11,8 @@ const FEATURES: { name: string; present: string; absent: string }[] = [
   },
   {
     name: 'subgroups',
-    present: 'Faster reductions in normalization and softmax kernels.',
-    absent: 'Reductions go through workgroup memory; correct, a little slower.',
+    present: 'Available for faster reductions; the current kernels reduce through workgroup memory and do not need it.',
+    absent: 'Not needed: the kernels reduce through workgroup memory.',
   },
   {
     name: 'timestamp-query',
@@ -27,7 +27,7 @@ const LIMITS: { name: string; label: string; bytes: boolean; why: string }[] = [
     name: 'maxStorageBufferBindingSize',
     label: 'Largest storage binding',
     bytes: true,
-    why: 'How much of a buffer one kernel can see; bigger tensors are split.',
+    why: 'How much of a buffer one kernel can see at once: it bounds the largest tensor a kernel reads.',
   },
   {
     name: 'maxComputeWorkgroupStorageSize',
