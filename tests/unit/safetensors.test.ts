@@ -1,7 +1,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+
 import { describe, expect, it } from 'vitest';
 import {
   f16ToF32,
@@ -15,7 +15,7 @@ import {
 } from '../../src/models/safetensors';
 import { openSafetensorsFile } from '../../src/models/safetensors-node';
 
-const GOLDENS = resolve(dirname(fileURLToPath(import.meta.url)), '../../../shared/goldens');
+import { GOLDENS } from '../helpers/goldens';
 
 function f32Tensor(name: string, shape: number[], values: number[]): TensorToWrite {
   return { name, dtype: 'F32', shape, data: fromFloat32(Float32Array.from(values), 'F32') };
