@@ -1,0 +1,128 @@
+// 2-D convolution (shaders/conv2d.wgsl): forward next to its backward. NCHW, weight [Cout, Cin, KH, KW].
+
+import source from '../../../shaders/conv2d.wgsl?raw';
+import { u32, type Gpu } from '../../gpu/gpu';
+import { Tensor } from '../tensor';
+import { family, kernel } from './kernels';
+import { TILE, tileGrid } from './matmul';
+import { sumBroadcast } from './reduce';
+
+const fam = family('conv2d', source);
+
+export interface Conv2dOptions {
+  /** Default 1. */
+  stride?: number;
+  /** One value for all four sides, or [top, left, bottom, right]. Default 0. */
+  padding?: number | [top: number, left: number, bottom: number, right: number];
+}
+
+/** Every size a conv2d kernel needs, resolved and checked once. */
+interface Geometry {
+  n: number;
+  cIn: number;
+  h: number;
+  w: number;
+  cOut: number;
+  kh: number;
+  kw: number;
+  stride: number;
+  top: number;
+  left: number;
+  ho: number;
+  wo: number;
+}
+
+function geometry(name: string, x: Tensor, weight: Tensor, opts: Conv2dOptions): Geometry {
+  if (x.shape.length !== 4) throw new Error(`${name}: input must be [N, C, H, W], got [${x.shape.join(', ')}]`);
+  if (weight.shape.length !== 4) {
+    throw new Error(`${name}: weight must be [Cout, Cin, KH, KW], got [${weight.shape.join(', ')}]`);
+  }
+  const [n, cIn, h, w] = x.shape;
+  const [cOut, wIn, kh, kw] = weight.shape;
+  if (wIn !== cIn) {
+    throw new Error(`${name}: weight [${weight.shape.join(', ')}] expects ${wIn} input channels, input [${x.shape.join(', ')}] has ${cIn}`);
+  }
+  const stride = opts.stride ?? 1;
+  if (!Number.isInteger(stride) || stride < 1) throw new Error(`${name}: stride must be a positive integer, got ${stride}`);
+  const pad = opts.padding ?? 0;
+  const [top, left, bottom, right] = typeof pad === 'number' ? [pad, pad, pad, pad] : pad;
+  if (![top, left, bottom, right].every((v) => Number.isInteger(v) && v >= 0)) {
+    throw new Error(`${name}: padding must be non-negative integers, got [${[top, left, bottom, right].join(', ')}]`);
+  }
+  const hp = h + top + bottom;
+  const wp = w + left + right;
+  if (kh < 1 || kw < 1 || hp < kh || wp < kw) {
+    throw new Error(`${name}: a ${kh}x${kw} kernel does not fit the padded ${hp}x${wp} input`);
+  }
+  return { n, cIn, h, w, cOut, kh, kw, stride, top, left, ho: Math.floor((hp - kh) / stride) + 1, wo: Math.floor((wp - kw) / stride) + 1 };
+}
+
+function run(gpu: Gpu, entry: string, g: Geometry, gemmM: number, gemmN: number, batches: number, buffers: GPUBuffer[], hasBias = false) {
+  const tilesN = Math.ceil(gemmN / TILE);
+  const tilesM = Math.ceil(gemmM / TILE);
+  gpu.dispatch(kernel(gpu, fam, entry, { constants: { HAS_BIAS: hasBias ? 1 : 0 } }), {
+    params: [
+      u32(g.cIn),
+      u32(g.h),
+      u32(g.w),
+      u32(g.cOut),
+      u32(g.ho),
+      u32(g.wo),
+      u32(g.kh),
+      u32(g.kw),
+      u32(g.stride),
+      u32(g.top),
+      u32(g.left),
+      u32(g.n),
+      u32(tilesN),
+      u32(tilesM),
+    ],
+    workgroups: tileGrid(tilesN * tilesM * batches),
+    buffers,
+  });
+}
+
+/**
+ * y = conv2d(x, weight) + bias: x [N, Cin, H, W], weight [Cout, Cin, KH, KW], bias [Cout] or undefined.
+ * Output [N, Cout, Ho, Wo] with Ho = floor((H + top + bottom - KH) / stride) + 1, Wo likewise.
+ */
+export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | undefined, opts: Conv2dOptions = {}): Tensor {
+  const g = geometry('conv2d', x, weight, opts);
+  if (bias && (bias.shape.length !== 1 || bias.shape[0] !== g.cOut)) {
+    throw new Error(`conv2d: bias must be [${g.cOut}], got [${bias.shape.join(', ')}]`);
+  }
+  const y = Tensor.empty(x.gpu, [g.n, g.cOut, g.ho, g.wo]);
+  // Without a bias the binding still needs a buffer; the weight stands in and is never read through it.
+  run(x.gpu, 'conv_forward', g, g.cOut, g.ho * g.wo, g.n, [x.buffer, weight.buffer, y.buffer, (bias ?? weight).buffer], !!bias);
+  return y;
+}
+
+/**
+ * Gradients of conv2d given dy [N, Cout, Ho, Wo]: dx [N, Cin, H, W], dweight [Cout, Cin, KH, KW] (summed
+ * over the batch), dbias [Cout]. Only the ones asked for are computed.
+ */
+export function conv2dBackward(
+  x: Tensor,
+  weight: Tensor,
+  dy: Tensor,
+  opts: Conv2dOptions,
+  need: { input?: boolean; weight?: boolean; bias?: boolean },
+): { dx?: Tensor; dweight?: Tensor; dbias?: Tensor } {
+  const g = geometry('conv2dBackward', x, weight, opts);
+  const yShape = [g.n, g.cOut, g.ho, g.wo];
+  if (dy.shape.length !== 4 || dy.shape.some((d, i) => d !== yShape[i])) {
+    throw new Error(`conv2dBackward: dy must be [${yShape.join(', ')}], got [${dy.shape.join(', ')}]`);
+  }
+  const gpu = x.gpu;
+  const result: { dx?: Tensor; dweight?: Tensor; dbias?: Tensor } = {};
+  if (need.input) {
+    result.dx = Tensor.empty(gpu, x.shape);
+    run(gpu, 'conv_backward_input', g, g.cIn, g.h * g.w, g.n, [dy.buffer, weight.buffer, result.dx.buffer]);
+  }
+  if (need.weight) {
+    result.dweight = Tensor.empty(gpu, weight.shape);
+    run(gpu, 'conv_backward_weight', g, g.cOut, g.cIn * g.kh * g.kw, 1, [x.buffer, dy.buffer, result.dweight.buffer]);
+  }
+  if (need.bias) result.dbias = sumBroadcast(dy, [g.cOut], g.ho * g.wo);
+  return result;
+}
