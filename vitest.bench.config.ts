@@ -1,5 +1,5 @@
 import { defineConfig } from 'vitest/config';
-import { useSwiftShaderUnlessSet } from './vitest.config';
+import { useSwiftShaderUnlessSet } from './vitest.config.ts';
 
 useSwiftShaderUnlessSet();
 

@@ -7,14 +7,31 @@ export function numel(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
+/** A GPU buffer shared by a tensor and its views; back to the pool when the last of them is released. */
+class Storage {
+  refs = 1;
+  constructor(readonly buffer: GPUBuffer) {}
+}
+
 export class Tensor {
   private released = false;
+  private readonly storage: Storage;
+  /** Set on trainable leaves (LoRA matrices) and, by the tape, on everything computed from them. */
+  requiresGrad = false;
 
   constructor(
     readonly gpu: Gpu,
-    readonly buffer: GPUBuffer,
+    buffer: GPUBuffer | Storage,
     readonly shape: readonly number[],
-  ) {}
+    /** False for a borrowed alias (view()), which never releases the buffer. */
+    private readonly owning = true,
+  ) {
+    this.storage = buffer instanceof Storage ? buffer : new Storage(buffer);
+  }
+
+  get buffer(): GPUBuffer {
+    return this.storage.buffer;
+  }
 
   get size(): number {
     return numel(this.shape);
@@ -44,16 +61,41 @@ export class Tensor {
     return this.gpu.readF32(this.buffer, this.size);
   }
 
-  /** The same buffer seen with another shape of the same size. */
-  view(shape: readonly number[]): Tensor {
-    if (numel(shape) !== this.size) throw new Error(`view: [${shape}] does not match [${this.shape}]`);
-    return new Tensor(this.gpu, this.buffer, shape);
+  /**
+   * The same buffer with another shape of the same size, as a borrowed alias: it owns nothing, its
+   * release() does nothing, and it is valid only while its owner lives. For passing a tensor to an op
+   * under another shape.
+   */
+  view(shape: readonly number[] = this.shape): Tensor {
+    this.checkSize('view', shape);
+    return new Tensor(this.gpu, this.storage, shape, false);
   }
 
-  release(): void {
-    if (this.released) return;
+  /** Moves ownership to a tensor of another shape; this one counts as released afterwards. */
+  reshape(shape: readonly number[]): Tensor {
+    this.checkSize('reshape', shape);
+    if (!this.owning) return this.view(shape);
     this.released = true;
-    this.gpu.release(this.buffer);
+    return new Tensor(this.gpu, this.storage, shape, true);
+  }
+
+  /** A further owning reference to the same buffer (for example a gradient handed to two holders). */
+  ref(shape: readonly number[] = this.shape): Tensor {
+    this.checkSize('ref', shape);
+    this.storage.refs++;
+    return new Tensor(this.gpu, this.storage, shape, true);
+  }
+
+  /** Gives this reference up; the buffer returns to the pool when its last owning reference is released. */
+  release(): void {
+    if (this.released || !this.owning) return;
+    this.released = true;
+    if (--this.storage.refs === 0) this.gpu.release(this.storage.buffer);
+  }
+
+  private checkSize(what: string, shape: readonly number[]): void {
+    if (numel(shape) !== this.size) throw new Error(`${what}: [${shape}] does not match [${this.shape}]`);
+    if (this.released && this.owning) throw new Error(`${what}: the tensor was released`);
   }
 }
 

@@ -169,14 +169,16 @@ export function matmul(a: Tensor, b: Tensor, opts: MatmulOptions = {}): Tensor {
  * Gradients of C = alpha * op(A) @ op(B) (no bias; a bias's gradient is sumBroadcast(dc, [N], 1)).
  * With op(A) [M, K], op(B) [K, N]: d op(A) = alpha dC op(B)^T and d op(B) = alpha op(A)^T dC, each
  * computed directly in A's and B's stored layout by choosing which operand is transposed. A broadcast
- * operand's gradient is summed over the batch inside the kernel (batchSum).
+ * operand's gradient is summed over the batch inside the kernel (batchSum). Only the gradients `need`
+ * asks for are computed (a frozen weight needs none).
  */
 export function matmulBackward(
   a: Tensor,
   b: Tensor,
   dc: Tensor,
   opts: { transA?: boolean; transB?: boolean; alpha?: number } = {},
-): { da: Tensor; db: Tensor } {
+  need: { a?: boolean; b?: boolean } = { a: true, b: true },
+): { da?: Tensor; db?: Tensor } {
   const transA = opts.transA ?? false;
   const transB = opts.transB ?? false;
   const alpha = opts.alpha ?? 1;
@@ -191,24 +193,28 @@ export function matmulBackward(
     stride === 0 && g.batch > 1 ? { batches: 1, batchSum: g.batch } : { batches: g.batch, batchSum: 1 };
   const common = { alpha, accumulate: false };
 
-  const da = Tensor.empty(gpu, a.shape);
-  if (!transA) {
-    // dA [M, K] = dC [M, N] @ op(B)^T, and op(B)^T is B as stored when transB, else B transposed.
-    gemm(gpu, dc, b, da, { m: g.m, n: g.k, k: g.n, transA: false, transB: !transB, strideA: strideC, strideB: g.strideB, ...batching(g.strideA), ...common });
-  } else {
-    // A is stored [K, M]: dA = (dC op(B)^T)^T = op(B) @ dC^T.
-    gemm(gpu, b, dc, da, { m: g.k, n: g.m, k: g.n, transA: transB, transB: true, strideA: g.strideB, strideB: strideC, ...batching(g.strideA), ...common });
+  const result: { da?: Tensor; db?: Tensor } = {};
+  if (need.a) {
+    const da = (result.da = Tensor.empty(gpu, a.shape));
+    if (!transA) {
+      // dA [M, K] = dC [M, N] @ op(B)^T, and op(B)^T is B as stored when transB, else B transposed.
+      gemm(gpu, dc, b, da, { m: g.m, n: g.k, k: g.n, transA: false, transB: !transB, strideA: strideC, strideB: g.strideB, ...batching(g.strideA), ...common });
+    } else {
+      // A is stored [K, M]: dA = (dC op(B)^T)^T = op(B) @ dC^T.
+      gemm(gpu, b, dc, da, { m: g.k, n: g.m, k: g.n, transA: transB, transB: true, strideA: g.strideB, strideB: strideC, ...batching(g.strideA), ...common });
+    }
   }
-
-  const db = Tensor.empty(gpu, b.shape);
-  if (!transB) {
-    // dB [K, N] = op(A)^T @ dC, and op(A)^T is A as stored when transA, else A transposed.
-    gemm(gpu, a, dc, db, { m: g.k, n: g.n, k: g.m, transA: !transA, transB: false, strideA: g.strideA, strideB: strideC, ...batching(g.strideB), ...common });
-  } else {
-    // B is stored [N, K]: dB = (op(A)^T dC)^T = dC^T @ op(A).
-    gemm(gpu, dc, a, db, { m: g.n, n: g.k, k: g.m, transA: true, transB: transA, strideA: strideC, strideB: g.strideA, ...batching(g.strideB), ...common });
+  if (need.b) {
+    const db = (result.db = Tensor.empty(gpu, b.shape));
+    if (!transB) {
+      // dB [K, N] = op(A)^T @ dC, and op(A)^T is A as stored when transA, else A transposed.
+      gemm(gpu, a, dc, db, { m: g.k, n: g.n, k: g.m, transA: !transA, transB: false, strideA: g.strideA, strideB: strideC, ...batching(g.strideB), ...common });
+    } else {
+      // B is stored [N, K]: dB = (op(A)^T dC)^T = dC^T @ op(A).
+      gemm(gpu, dc, a, db, { m: g.n, n: g.k, k: g.m, transA: true, transB: transA, strideA: strideC, strideB: g.strideA, ...batching(g.strideB), ...common });
+    }
   }
-  return { da, db };
+  return result;
 }
 
 /** PyTorch's nn.Linear: x [..., in], weight [out, in], bias [out] -> y = x W^T + b, [..., out]. */
@@ -216,7 +222,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor): Tensor {
   const [out, inF] = checkLinear('linear', x, weight);
   const rows = x.size / inF;
   const y = matmul(x.view([rows, inF]), weight, { transB: true, bias });
-  return y.view([...x.shape.slice(0, -1), out]);
+  return y.reshape([...x.shape.slice(0, -1), out]);
 }
 
 /**
@@ -237,7 +243,7 @@ export function linearBackward(
   }
   const dy2 = dy.view([rows, out]);
   const result: { dx?: Tensor; dweight?: Tensor; dbias?: Tensor } = {};
-  if (need.input) result.dx = matmul(dy2, weight).view(x.shape);
+  if (need.input) result.dx = matmul(dy2, weight).reshape(x.shape);
   if (need.weight) result.dweight = matmul(dy2, x.view([rows, inF]), { transA: true });
   if (need.bias) result.dbias = sumBroadcast(dy2, [out], 1);
   return result;

@@ -1,0 +1,32 @@
+// A model folder on disk, for the CLI and tests.
+
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { basename, join, relative, sep } from 'node:path';
+import { ModelLoadError, type ModelFiles } from './weights';
+import { openFileSource } from './safetensors-node';
+
+export function dirModelFiles(dir: string): ModelFiles {
+  let stat;
+  try {
+    stat = statSync(dir);
+  } catch {
+    throw new ModelLoadError(`${dir}: no such folder.`);
+  }
+  if (!stat.isDirectory()) throw new ModelLoadError(`${dir}: not a folder (for a single .safetensors checkpoint use --single-file).`);
+  const paths: string[] = [];
+  const walk = (d: string, depth: number) => {
+    for (const entry of readdirSync(d, { withFileTypes: true })) {
+      const full = join(d, entry.name);
+      if (entry.isDirectory() && depth < 2) walk(full, depth + 1);
+      else if (entry.isFile()) paths.push(relative(dir, full).split(sep).join('/'));
+    }
+  };
+  walk(dir, 0);
+  // Sources opened for reading stay open for the life of the process; the CLI is short-lived.
+  return {
+    name: basename(dir),
+    list: () => paths,
+    open: (path) => openFileSource(join(dir, path)),
+    readText: async (path) => readFileSync(join(dir, path), 'utf8'),
+  };
+}

@@ -1,0 +1,188 @@
+// Loading model weights onto the GPU. Each network declares the exact parameters its config implies
+// (name -> shape, names as in diffusers' state dicts); a file is checked against that list before anything
+// is uploaded, so a wrong or damaged model fails with one message listing every missing, unexpected and
+// mis-shaped tensor. Sources: a diffusers-layout folder (any of its weight-file variants) or a single-file
+// LDM checkpoint (keys renamed by ldm-keys.ts).
+
+import type { Gpu } from '../gpu/gpu';
+import { Tensor } from '../nn/tensor';
+import { isIgnorableLdmKey, mapLdmKey, type Component, type LdmLayout } from './ldm-keys';
+import { SafetensorsFile, type ByteSource } from './safetensors';
+
+/** Parameter name -> shape, in declaration order. */
+export type ParamShapes = Map<string, number[]>;
+
+/** Read access to a model folder: a directory on disk (Node) or the files of a picked folder (browser). */
+export interface ModelFiles {
+  /** Display name for messages. */
+  name: string;
+  /** Paths relative to the folder, '/'-separated. */
+  list(): string[];
+  open(path: string): Promise<ByteSource>;
+  readText(path: string): Promise<string>;
+}
+
+export class ModelLoadError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ModelLoadError';
+  }
+}
+
+/** Where one parameter's values come from. */
+interface TensorRef {
+  file: SafetensorsFile;
+  key: string;
+  shape: number[];
+}
+
+const shapeText = (s: readonly number[]) => `[${s.join(', ')}]`;
+
+/**
+ * Compares what a network expects with what a file offers; throws listing every problem at once.
+ * `squeezable` tolerates trailing 1x1 dims (a conv stored for a linear layer).
+ */
+export function checkParams(label: string, expected: ParamShapes, found: Map<string, number[]>): void {
+  const missing: string[] = [];
+  const misShaped: string[] = [];
+  for (const [name, shape] of expected) {
+    const got = found.get(name);
+    if (!got) missing.push(name);
+    else if (shapeText(got) !== shapeText(shape)) misShaped.push(`${name}: file has ${shapeText(got)}, the config needs ${shapeText(shape)}`);
+  }
+  const unexpected = [...found.keys()].filter((k) => !expected.has(k));
+  if (missing.length + misShaped.length + unexpected.length === 0) return;
+  const list = (title: string, items: string[]) =>
+    items.length ? `\n  ${title} (${items.length}): ${items.slice(0, 12).join('; ')}${items.length > 12 ? `; and ${items.length - 12} more` : ''}` : '';
+  throw new ModelLoadError(
+    `${label} does not match its config:` +
+      list('missing', missing) +
+      list('mis-shaped', misShaped) +
+      list('unexpected', unexpected) +
+      '\nCheck that the weights and config.json belong to the same Stable Diffusion 1.x model.',
+  );
+}
+
+/** Uploads every expected parameter as a float32 GPU tensor (whatever the file's dtype). */
+async function upload(gpu: Gpu, expected: ParamShapes, refs: Map<string, TensorRef>, onProgress?: (done: number, total: number) => void) {
+  const out = new Map<string, Tensor>();
+  let done = 0;
+  try {
+    for (const [name, shape] of expected) {
+      const ref = refs.get(name)!;
+      out.set(name, Tensor.from(gpu, await ref.file.readF32(ref.key), shape));
+      onProgress?.(++done, expected.size);
+    }
+  } catch (e) {
+    for (const t of out.values()) t.release();
+    throw e;
+  }
+  return out;
+}
+
+/** Weight-file names of a diffusers component, preferred first. */
+const WEIGHT_FILES: Record<Component, string[]> = {
+  unet: ['diffusion_pytorch_model.safetensors', 'diffusion_pytorch_model.fp16.safetensors'],
+  vae: ['diffusion_pytorch_model.safetensors', 'diffusion_pytorch_model.fp16.safetensors'],
+  text_encoder: ['model.safetensors', 'model.fp16.safetensors'],
+};
+
+/** Reads a component's config.json from a diffusers folder. */
+export async function readConfig<T>(files: ModelFiles, component: Component | 'scheduler' | 'tokenizer', file = 'config.json'): Promise<T> {
+  const path = `${component}/${component === 'scheduler' ? 'scheduler_config.json' : file}`;
+  if (!files.list().includes(path)) {
+    throw new ModelLoadError(`${files.name}: ${path} is missing; a diffusers Stable Diffusion folder has one per component.`);
+  }
+  try {
+    return JSON.parse(await files.readText(path)) as T;
+  } catch (e) {
+    throw new ModelLoadError(`${files.name}: ${path} is not valid JSON (${(e as Error).message}).`);
+  }
+}
+
+/**
+ * Loads one component of a diffusers folder. `variant: 'fp16'` prefers the *.fp16.safetensors file; either
+ * way the other file is used when only it exists.
+ */
+export async function loadFolderComponent(
+  gpu: Gpu,
+  files: ModelFiles,
+  component: Component,
+  expected: ParamShapes,
+  options: { variant?: 'fp16'; onProgress?: (done: number, total: number) => void } = {},
+): Promise<Map<string, Tensor>> {
+  const names = WEIGHT_FILES[component];
+  const order = options.variant === 'fp16' ? [names[1], names[0]] : names;
+  const present = order.map((f) => `${component}/${f}`).filter((p) => files.list().includes(p));
+  if (present.length === 0) {
+    throw new ModelLoadError(
+      `${files.name}: no weights for ${component} (looked for ${names.map((n) => `${component}/${n}`).join(', ')}). ` +
+        'Only .safetensors weights are read; convert .bin/.ckpt files first.',
+    );
+  }
+  const file = await SafetensorsFile.open(await files.open(present[0]));
+  const refs = new Map<string, TensorRef>();
+  for (const [key, info] of file.tensors) refs.set(key, { file, key, shape: info.shape });
+  checkParams(`${files.name}/${present[0]}`, expected, new Map([...refs].map(([k, r]) => [k, r.shape])));
+  return upload(gpu, expected, refs, options.onProgress);
+}
+
+/**
+ * Loads one component from a single-file checkpoint (LDM keys). Keys of the other components, and known
+ * non-weight buffers, are ignored; a key that belongs to no component is reported as unexpected.
+ */
+export async function loadSingleFileComponent(
+  gpu: Gpu,
+  file: SafetensorsFile,
+  component: Component,
+  expected: ParamShapes,
+  layout: LdmLayout,
+  onProgress?: (done: number, total: number) => void,
+): Promise<Map<string, Tensor>> {
+  const refs = new Map<string, TensorRef>();
+  const unknown: string[] = [];
+  for (const [key, info] of file.tensors) {
+    if (isIgnorableLdmKey(key)) continue;
+    const m = mapLdmKey(key, layout);
+    if (!m) {
+      unknown.push(key);
+      continue;
+    }
+    if (m.component !== component) continue;
+    const squeezed = m.squeeze1x1 && info.shape.length === 4 && info.shape[2] === 1 && info.shape[3] === 1;
+    refs.set(m.key, { file, key, shape: squeezed ? info.shape.slice(0, 2) : info.shape });
+  }
+  if (unknown.length > 0) {
+    throw new ModelLoadError(
+      `${file.source.name}: ${unknown.length} tensors belong to no Stable Diffusion 1.x component ` +
+        `(${unknown.slice(0, 8).join(', ')}${unknown.length > 8 ? ', ...' : ''}). Is this an SDXL, SD2 or inpainting checkpoint?`,
+    );
+  }
+  checkParams(`${file.source.name} (${component})`, expected, new Map([...refs].map(([k, r]) => [k, r.shape])));
+  return upload(gpu, expected, refs, onProgress);
+}
+
+/** A model folder picked in the browser (<input webkitdirectory> or drag and drop): Files with relative paths. */
+export function browserModelFiles(name: string, files: { path: string; file: Blob }[]): ModelFiles {
+  // Picked folders come with the folder's own name as the first path segment; drop it.
+  const strip = (p: string) => p.replace(/^\/+/, '');
+  const map = new Map(files.map((f) => [strip(f.path), f.file]));
+  const get = (path: string) => {
+    const blob = map.get(path);
+    if (!blob) throw new ModelLoadError(`${name}: ${path} is missing.`);
+    return blob;
+  };
+  return {
+    name,
+    list: () => [...map.keys()],
+    open: async (path) => {
+      const blob = get(path);
+      return {
+        name: path,
+        size: blob.size,
+        read: async (offset, length) => new Uint8Array(await blob.slice(offset, offset + length).arrayBuffer()),
+      };
+    },
+    readText: (path) => get(path).text(),
+  };
+}
