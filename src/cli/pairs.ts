@@ -1,0 +1,311 @@
+// tpo-lab pairs: write mismatched captions (negatives) for every caption of a dataset, with an LLM or the
+// rule editor, into the trainer's JSONL. Re-running skips the captions already done.
+
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import { addNegatives, liveNegatives } from '../data/dataset';
+import { parseTrainerJsonl } from '../data/import';
+import { absoluteImagePath, importPath, relativeImagePath, writeFileAtomic } from '../data/node-fs';
+import { exportTrainerJsonl } from '../data/export';
+import { type DatasetItem, DatasetImportError, type FailedEdit, formatProblem } from '../data/types';
+import { ChatClient, isAbortError, LlmError } from '../llm/client';
+import { LlmCaptionEditor } from '../llm/editor';
+import { makeNegatives, runPool, type NegativesResult } from '../llm/generate';
+import { defaultTemplates, type PromptTemplates } from '../llm/principles';
+import { RuleCaptionEditor } from '../llm/rules';
+import { type CaptionEditor, PRINCIPLE_CHOICES, type PrincipleChoice, PRINCIPLES } from '../llm/types';
+import { loadClipTokenizer } from '../models/tokenizer-node';
+import { formatHelp, intOpt, numberOpt, type OptionTable, parseOptions, stringOpt, UsageError } from './args';
+import type { Command } from './command';
+import { type CliIO, ProgressBar } from './io';
+
+const OPTIONS: OptionTable = {
+  data: { type: 'string', value: 'PATH', description: 'dataset: a folder (kohya .txt captions, or metadata.jsonl) or a .csv/.jsonl file' },
+  out: { type: 'string', value: 'FILE.jsonl', description: "output in the trainer's JSONL; an existing one is resumed" },
+  'llm-url': { type: 'string', value: 'URL', description: 'OpenAI-compatible base URL, e.g. http://localhost:11434/v1 (none: rule editor)' },
+  'llm-model': { type: 'string', value: 'NAME', description: 'model name for the endpoint' },
+  'api-key-env': { type: 'string', value: 'VAR', description: 'environment variable that holds the API key (never printed)' },
+  principles: { type: 'string', value: 'LIST', description: 'comma-separated: content, attribute, spatial, context, mix', default: PRINCIPLES.join(',') },
+  'per-caption': { type: 'string', value: 'N', description: 'negatives per caption', default: '1' },
+  rules: { type: 'boolean', description: 'use the rule editor even when an LLM is set' },
+  seed: { type: 'string', value: 'S', description: 'seed of the rule editor', default: '0' },
+  tokenizer: { type: 'string', value: 'PATH', description: 'model folder or tokenizer folder (vocab.json, merges.txt) for the 77-token check' },
+  concurrency: { type: 'string', value: 'N', description: 'LLM requests in flight', default: '4' },
+  timeout: { type: 'string', value: 'SECONDS', description: 'per-request timeout', default: '60' },
+  retries: { type: 'string', value: 'N', description: 'tries per negative when answers are invalid', default: '3' },
+  'http-retries': { type: 'string', value: 'N', description: 'retries on 429/5xx/network errors per request', default: '4' },
+  temperature: { type: 'string', value: 'T', description: 'LLM sampling temperature', default: '0.7' },
+  'json-mode': { type: 'string', value: 'auto|on|off', description: 'ask for response_format json_object', default: 'auto' },
+  templates: { type: 'string', value: 'FILE.json', description: 'prompt templates to use: {"system": ..., "content": ..., ...}' },
+  'image-column': { type: 'string', value: 'NAME', description: 'image-path field of a CSV/JSONL (default: detected)' },
+  'caption-column': { type: 'string', value: 'NAME', description: 'caption field of a CSV/JSONL (default: detected)' },
+  'skip-invalid': { type: 'boolean', description: 'skip dataset records with problems instead of stopping' },
+  quiet: { type: 'boolean', short: 'q', description: 'no progress bar' },
+  help: { type: 'boolean', short: 'h', description: 'show this help' },
+};
+
+const USAGE =
+  'tpo-lab pairs --data PATH --out FILE.jsonl [--llm-url URL --llm-model NAME --api-key-env VAR]\n' +
+  '         [--principles content,attribute,spatial,context] [--per-caption N] [--rules] [--seed S]';
+
+const DESCRIPTION = `Writes N mismatched captions (negatives) for every caption of a dataset, by the chosen editing
+principles, with an OpenAI-compatible LLM or, when no --llm-url is given (or with --rules), the offline
+rule editor. Every item goes to the output in the trainer's JSONL with its negatives (status "pending"),
+ready to train on or to review. Captions that already have N negatives in the output are skipped, so an
+interrupted run resumes where it stopped. Negatives that could not be made are listed with their reason
+in the summary and in the item's "failures" field.`;
+
+export const pairsCommand: Command = {
+  name: 'pairs',
+  summary: 'write mismatched captions (negatives) for a dataset, with an LLM or the rule editor',
+  help: () => formatHelp(USAGE, DESCRIPTION, OPTIONS),
+  run: runPairs,
+};
+
+export function parsePrinciples(list: string): PrincipleChoice[] {
+  const parts = list
+    .split(',')
+    .map((p) => p.trim().toLowerCase())
+    .filter(Boolean);
+  if (parts.length === 0) throw new UsageError('--principles is empty');
+  for (const p of parts) {
+    if (!(PRINCIPLE_CHOICES as readonly string[]).includes(p)) throw new UsageError(`unknown principle '${p}' (use ${PRINCIPLE_CHOICES.join(', ')})`);
+  }
+  return parts as PrincipleChoice[];
+}
+
+async function loadTemplates(file: string): Promise<PromptTemplates> {
+  let data: unknown;
+  try {
+    data = JSON.parse(await readFile(file, 'utf8'));
+  } catch (e) {
+    throw new UsageError(`--templates ${file}: ${(e as Error).message}`);
+  }
+  if (data === null || typeof data !== 'object' || Array.isArray(data)) throw new UsageError(`--templates ${file}: expected a JSON object`);
+  const templates = defaultTemplates();
+  for (const [k, v] of Object.entries(data as Record<string, unknown>)) {
+    if (k !== 'system' && !(PRINCIPLE_CHOICES as readonly string[]).includes(k)) throw new UsageError(`--templates ${file}: unknown key '${k}'`);
+    if (typeof v !== 'string' || !v.trim()) throw new UsageError(`--templates ${file}: '${k}' must be a non-empty string`);
+    (templates as Record<string, string>)[k] = v;
+  }
+  return templates;
+}
+
+interface Slot {
+  item: DatasetItem;
+  /** Whether this run has to make negatives for it. */
+  need: number;
+  index: number;
+}
+
+async function runPairs(argv: string[], io: CliIO): Promise<number> {
+  const { values, positionals } = parseOptions(argv, OPTIONS);
+  if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
+  const dataArg = stringOpt(values, 'data');
+  const outArg = stringOpt(values, 'out');
+  if (!dataArg) throw new UsageError('--data is required');
+  if (!outArg) throw new UsageError('--out is required');
+  const llmUrl = stringOpt(values, 'llm-url');
+  const llmModel = stringOpt(values, 'llm-model');
+  const keyEnv = stringOpt(values, 'api-key-env');
+  const useRules = values.rules === true || !llmUrl;
+  if (llmUrl && !llmModel && values.rules !== true) throw new UsageError('--llm-url needs --llm-model');
+  if (llmModel && !llmUrl) throw new UsageError('--llm-model needs --llm-url');
+  const principles = parsePrinciples(stringOpt(values, 'principles') ?? PRINCIPLES.join(','));
+  const perCaption = intOpt(values, 'per-caption', 1, 1);
+  const seedText = stringOpt(values, 'seed') ?? '0';
+  const seed = /^-?\d+$/.test(seedText) ? Number(seedText) : seedText;
+  const concurrency = intOpt(values, 'concurrency', 1, 4);
+  const timeoutS = numberOpt(values, 'timeout', 0.001, 60);
+  const tries = intOpt(values, 'retries', 1, 3);
+  const httpRetries = intOpt(values, 'http-retries', 0, 4);
+  const temperature = numberOpt(values, 'temperature', 0, 0.7);
+  const jsonMode = stringOpt(values, 'json-mode') ?? 'auto';
+  if (jsonMode !== 'auto' && jsonMode !== 'on' && jsonMode !== 'off') throw new UsageError('--json-mode must be auto, on or off');
+  const quiet = values.quiet === true;
+
+  let apiKey: string | undefined;
+  if (keyEnv && !useRules) {
+    apiKey = io.env[keyEnv];
+    if (!apiKey) throw new UsageError(`environment variable ${keyEnv} (named by --api-key-env) is not set or empty`);
+  }
+  const redact = (text: string) => (apiKey && apiKey.length >= 4 ? text.split(apiKey).join('[redacted]') : text);
+
+  const cwd = io.cwd;
+  const dataPath = path.resolve(cwd, dataArg);
+  const outPath = path.resolve(cwd, outArg);
+  const outDir = path.dirname(outPath);
+  const say = (text: string) => io.stderr.write(`${text}\n`);
+
+  // The dataset.
+  let imported;
+  try {
+    imported = await importPath(dataPath, {
+      onInvalid: values['skip-invalid'] === true ? 'skip' : 'error',
+      imageColumn: stringOpt(values, 'image-column'),
+      captionColumn: stringOpt(values, 'caption-column'),
+    });
+  } catch (e) {
+    if (e instanceof DatasetImportError) {
+      say(`${dataArg}: ${e.problems.length} problem${e.problems.length === 1 ? '' : 's'} in the dataset:`);
+      for (const p of e.problems.slice(0, 30)) say(`  ${formatProblem(p)}`);
+      if (e.problems.length > 30) say(`  ... and ${e.problems.length - 30} more`);
+      say('Fix them, or pass --skip-invalid to leave those records out.');
+      return 1;
+    }
+    throw e;
+  }
+  if (imported.problems.length) {
+    say(`skipping ${imported.skipped || imported.problems.length} record(s) with problems:`);
+    for (const p of imported.problems.slice(0, 10)) say(`  ${formatProblem(p)}`);
+    if (imported.problems.length > 10) say(`  ... and ${imported.problems.length - 10} more`);
+  }
+
+  // What an earlier run already wrote.
+  const keyOf = (item: DatasetItem, root: string) => `${absoluteImagePath(item, root)}\u0000${item.caption}`;
+  const previous = new Map<string, DatasetItem[]>();
+  if (existsSync(outPath)) {
+    let prior;
+    try {
+      prior = parseTrainerJsonl(await readFile(outPath, 'utf8'), { file: outArg, onInvalid: 'error' });
+    } catch (e) {
+      if (e instanceof DatasetImportError) {
+        say(`${outArg} exists but is not a valid trainer JSONL, so it cannot be resumed:`);
+        for (const p of e.problems.slice(0, 10)) say(`  ${formatProblem(p)}`);
+        say('Move it away or choose another --out.');
+        return 1;
+      }
+      throw e;
+    }
+    for (const item of prior.items) {
+      const k = keyOf(item, outDir);
+      previous.set(k, [...(previous.get(k) ?? []), item]);
+    }
+  }
+  const slots: Slot[] = imported.items.map((fresh, index) => {
+    const k = keyOf(fresh, imported.root);
+    const earlier = previous.get(k)?.shift();
+    // Earlier output items carry image paths relative to the output: bring them back to the data root.
+    const item = earlier ? { ...earlier, id: fresh.id, image: fresh.image } : fresh;
+    return { item, need: Math.max(0, perCaption - liveNegatives(item).length), index };
+  });
+  // Items of the old output that the dataset no longer has are kept, after the others.
+  const leftovers = [...previous.values()].flat().map((item) => ({ ...item, image: path.resolve(outDir, item.image) }));
+
+  // The editor.
+  let editor: CaptionEditor;
+  let countTokens: ((text: string) => number) | undefined;
+  const tokArg = stringOpt(values, 'tokenizer');
+  if (tokArg) {
+    const tokenizer = await loadClipTokenizer(path.resolve(cwd, tokArg));
+    countTokens = (t) => tokenizer.countTokens(t);
+  }
+  let client: ChatClient | undefined;
+  if (useRules) {
+    editor = new RuleCaptionEditor({ seed, countTokens });
+    say(`editor: rules (seed ${seed})${llmUrl ? ' (--rules given: the LLM is not used)' : ''}`);
+  } else {
+    try {
+      client = new ChatClient({
+        baseUrl: llmUrl!,
+        model: llmModel!,
+        apiKey,
+        concurrency,
+        timeoutMs: timeoutS * 1000,
+        maxRetries: httpRetries,
+        temperature,
+        jsonMode,
+      });
+    } catch (e) {
+      if (e instanceof LlmError) throw new UsageError(e.message);
+      throw e;
+    }
+    const templatesArg = stringOpt(values, 'templates');
+    const templates = templatesArg ? await loadTemplates(path.resolve(cwd, templatesArg)) : undefined;
+    editor = new LlmCaptionEditor({ client, templates, maxAttempts: tries, countTokens, temperature });
+    say(`editor: LLM ${llmModel} at ${client.url}${apiKey ? ` (API key from $${keyEnv})` : ''}`);
+  }
+  if (!countTokens) say('note: no --tokenizer given, so the 77-token check uses an estimate');
+
+  const todo = slots.filter((s) => s.need > 0);
+  const alreadyDone = slots.length - todo.length;
+  say(`${slots.length} caption(s): ${todo.length} to do, ${alreadyDone} already done; ${perCaption} negative(s) each, principles ${principles.join(',')}`);
+
+  // Writing: every couple of seconds while running, and at the end.
+  const exportAll = () =>
+    exportTrainerJsonl([...slots.map((s) => s.item), ...leftovers], {
+      imagePath: (item) => relativeImagePath(item, imported.root, outDir),
+    });
+  let saving: Promise<void> = Promise.resolve();
+  let lastSave = Date.now();
+  const save = () => {
+    lastSave = Date.now();
+    saving = saving.then(() => writeFileAtomic(outPath, exportAll()));
+    return saving;
+  };
+
+  const bar = new ProgressBar(io.stderr, todo.length, 'pairs', !quiet);
+  let made = 0;
+  const failures: FailedEdit[] = [];
+  const byPrinciple = new Map<string, number>();
+  const signal = io.signal;
+  let pool;
+  try {
+    pool = await runPool(
+      todo,
+      useRules ? 1 : concurrency,
+      async (slot) => {
+        const live = liveNegatives(slot.item);
+        let result: NegativesResult;
+        try {
+          result = await makeNegatives(editor, {
+            caption: slot.item.caption,
+            count: slot.need,
+            principles,
+            offset: slot.index * perCaption + live.length,
+            existing: slot.item.negatives.map((n) => n.caption),
+            signal,
+          });
+        } catch (e) {
+          if (isAbortError(e)) throw e;
+          throw new Error(redact(e instanceof Error ? e.message : String(e)));
+        }
+        const at = new Date().toISOString();
+        const failed = result.failed.map((f) => ({ principle: f.principle, source: f.source, reason: redact(f.reason), attempts: f.attempts, at }));
+        slot.item = { ...addNegatives(slot.item, result.made.map((m) => ({ ...m, at }))), failures: failed };
+        made += result.made.length;
+        for (const m of result.made) byPrinciple.set(m.principle, (byPrinciple.get(m.principle) ?? 0) + 1);
+        failures.push(...failed);
+        if (result.cancelled) throw new LlmError('aborted', 'cancelled');
+        bar.tick(1, failures.length ? `${failures.length} failed` : '');
+        if (Date.now() - lastSave > 2000) void save();
+      },
+      signal,
+    );
+  } finally {
+    bar.finish();
+    await save();
+  }
+
+  // Summary.
+  const out = io.stdout;
+  const principleList = [...byPrinciple].map(([p, n]) => `${p} ${n}`).join(', ');
+  out.write(`pairs: ${slots.length} caption(s), ${pool.completed} done now, ${alreadyDone} already done (skipped)\n`);
+  out.write(`negatives: ${made} made${principleList ? ` (${principleList})` : ''}, ${failures.length} failed\n`);
+  if (failures.length) {
+    const reasons = new Map<string, number>();
+    for (const f of failures) {
+      const key = `${f.principle}: ${f.reason}`;
+      reasons.set(key, (reasons.get(key) ?? 0) + 1);
+    }
+    out.write('failed:\n');
+    for (const [reason, n] of [...reasons].sort((a, b) => b[1] - a[1])) out.write(`  ${n} x ${reason}\n`);
+  }
+  out.write(`wrote ${outArg} (${slots.length + leftovers.length} item(s))\n`);
+  if (pool.cancelled) {
+    out.write(`cancelled: ${todo.length - pool.completed} caption(s) left; run the same command again to resume\n`);
+    return 130;
+  }
+  return 0;
+}
