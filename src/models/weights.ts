@@ -101,6 +101,16 @@ export async function readConfig<T>(files: ModelFiles, component: Component | 's
 }
 
 /**
+ * diffusers before 0.14 named the VAE's mid-block attention query / key / value / proj_attn, and many SD1.5
+ * folders still ship those names; today's loader renames them to to_q / to_k / to_v / to_out.0.
+ */
+function legacyFolderKey(component: Component, key: string): string {
+  if (component !== 'vae') return key;
+  const legacy: Record<string, string> = { query: 'to_q', key: 'to_k', value: 'to_v', proj_attn: 'to_out.0' };
+  return key.replace(/(mid_block\.attentions\.0\.)(query|key|value|proj_attn)\./, (_, head: string, name: string) => `${head}${legacy[name]}.`);
+}
+
+/**
  * Loads one component of a diffusers folder. `variant: 'fp16'` prefers the *.fp16.safetensors file; either
  * way the other file is used when only it exists.
  */
@@ -122,7 +132,10 @@ export async function loadFolderComponent(
   }
   const file = await SafetensorsFile.open(await files.open(present[0]));
   const refs = new Map<string, TensorRef>();
-  for (const [key, info] of file.tensors) refs.set(key, { file, key, shape: info.shape });
+  for (const [key, info] of file.tensors) {
+    if (key.endsWith('embeddings.position_ids')) continue; // a buffer older transformers saved, not a weight
+    refs.set(legacyFolderKey(component, key), { file, key, shape: info.shape });
+  }
   checkParams(`${files.name}/${present[0]}`, expected, new Map([...refs].map(([k, r]) => [k, r.shape])));
   return upload(gpu, expected, refs, options.onProgress);
 }
