@@ -57,6 +57,7 @@ export class Gpu {
   private readonly lostPromise: Promise<never>;
   /** Validation errors reported asynchronously by the device, newest last. */
   readonly uncapturedErrors: string[] = [];
+  private reportedErrors = 0;
 
   /**
    * `instance` is the GPU object the device came from. Holding it matters: in Node, Dawn tears down the
@@ -91,6 +92,18 @@ export class Gpu {
   /** Throws if the device was lost; call before starting work. */
   check(): void {
     if (this.lostInfo) throw this.lostInfo;
+  }
+
+  /**
+   * Throws the device errors reported since the last call (a shader that failed to compile, a bind group
+   * that does not fit its pipeline): such work was skipped, so its results must not be used. Checked at
+   * every sync and readback, the points where results are used.
+   */
+  checkErrors(): void {
+    if (this.uncapturedErrors.length === this.reportedErrors) return;
+    const fresh = this.uncapturedErrors.slice(this.reportedErrors);
+    this.reportedErrors = this.uncapturedErrors.length;
+    throw new Error(`WebGPU error (the GPU work was not done): ${fresh.join('\n')}`);
   }
 
   /** Compiles a kernel variant once; later calls with the same spec return the cached pipeline. */
@@ -152,6 +165,7 @@ export class Gpu {
     this.submit();
     await Promise.race([this.device.queue.onSubmittedWorkDone(), this.lostPromise]);
     this.check();
+    this.checkErrors();
   }
 
   /** A storage buffer of at least `byteLength` bytes from the pool. */
@@ -198,6 +212,7 @@ export class Gpu {
     this.submit();
     try {
       await Promise.race([staging.mapAsync(GPUMapMode.READ), this.lostPromise]);
+      this.checkErrors();
       return staging.getMappedRange().slice(0, byteLength);
     } finally {
       if (!this.lostInfo) staging.unmap();

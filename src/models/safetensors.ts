@@ -213,6 +213,15 @@ export class SafetensorsFile {
     return bytes;
   }
 
+  /** The tensor as float64: exact for F64 (reference values), converted from any other dtype. */
+  async readF64(name: string): Promise<Float64Array> {
+    const t = this.info(name);
+    const bytes = await this.readBytes(name);
+    if (t.dtype !== 'F64') return Float64Array.from(toFloat32(bytes, t.dtype));
+    const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    return Float64Array.from({ length: bytes.byteLength / 8 }, (_, i) => view.getFloat64(8 * i, true));
+  }
+
   /** The tensor as float32, converted from F16, BF16, F64 or an integer dtype. */
   async readF32(name: string): Promise<Float32Array> {
     const t = this.info(name);
