@@ -1,6 +1,8 @@
-// The subcommand table. Each command lives in its own file; add new ones here (golden, train, bench...).
+// The subcommand table. Each command lives in its own file; add new ones here (train, bench...).
 
 import type { Command } from './command';
+import { goldenCommand } from './golden';
 import { pairsCommand } from './pairs';
+import { planCommand } from './plan';
 
-export const COMMANDS: readonly Command[] = [pairsCommand];
+export const COMMANDS: readonly Command[] = [goldenCommand, pairsCommand, planCommand];

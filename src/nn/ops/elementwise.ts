@@ -81,9 +81,13 @@ export function binary(op: 'add' | 'mul', a: Tensor, b: Tensor, axis?: number): 
 export const add = (a: Tensor, b: Tensor, axis?: number) => binary('add', a, b, axis);
 export const mul = (a: Tensor, b: Tensor, axis?: number) => binary('mul', a, b, axis);
 
-/** Gradients of a + b: da = dy (returned as is, not copied), db = dy summed over the broadcast. */
+/**
+ * Gradients of a + b: da = dy (returned as is, not copied), db = dy summed over the broadcast; for a b of
+ * a's size that sum is dy itself, returned as a further reference (see Tensor.ref), not a copy.
+ */
 export function addBackward(dy: Tensor, bShape: readonly number[], axis?: number): { da: Tensor; db: Tensor } {
   const { inner } = broadcastOf(dy.shape, bShape, axis);
+  if (numel(bShape) === dy.size) return { da: dy, db: dy.ref(bShape) };
   return { da: dy, db: sumBroadcast(dy, bShape, inner) };
 }
 
@@ -92,7 +96,11 @@ export function mulBackward(a: Tensor, b: Tensor, dy: Tensor, axis?: number): { 
   const { inner } = broadcastOf(a.shape, b.shape, axis);
   const da = Tensor.empty(a.gpu, a.shape);
   run(a.gpu, 'mul_backward_a', params(a.size, inner, b.size), [dy.buffer, b.buffer, da.buffer], a.size);
-  return { da, db: sumBroadcast(dy, b.shape, inner, a) };
+  if (b.size !== a.size) return { da, db: sumBroadcast(dy, b.shape, inner, a) };
+  // Same size: db = dy * a element by element, the same kernel with the roles swapped.
+  const db = Tensor.empty(a.gpu, b.shape);
+  run(a.gpu, 'mul_backward_a', params(a.size, 1, a.size), [dy.buffer, a.buffer, db.buffer], a.size);
+  return { da, db };
 }
 
 /** y = alpha * x. Its backward is scale(dy, alpha). */

@@ -1,0 +1,145 @@
+// LoRA on the UNet's linear (and 1x1-conv) layers: y = W x + b + (alpha / r) * B (A x), with A = lora_down
+// [r, in] and B = lora_up [out, r]. Modules are keyed by their diffusers path ("down_blocks.0.attentions.0
+// .transformer_blocks.0.attn1.to_q"); A and B are kept 2-D on the GPU even for 1x1 convs (kohya stores
+// those as [r, in, 1, 1] / [out, r, 1, 1]; the file formats live in lora-io).
+
+import type { Gpu } from '../gpu/gpu';
+import { Tensor } from '../nn/tensor';
+import type { SafetensorsFile } from './safetensors';
+import type { ParamShapes } from './weights';
+
+export interface LoraModule {
+  /** A, [rank, in], trainable. */
+  down: Tensor;
+  /** B, [out, rank], trainable. */
+  up: Tensor;
+  rank: number;
+  alpha: number;
+  /** alpha / rank */
+  scale: number;
+  /** The base layer is a 1x1 conv (kohya writes 4-D matrices for it). */
+  conv1x1: boolean;
+}
+
+/** Attention projections of every attn1 / attn2: the default (128 modules in SD1.5). */
+export const DEFAULT_TARGETS = ['to_q', 'to_k', 'to_v', 'to_out.0'] as const;
+/** kohya's wider default adds the transformer's projections and feed-forward. */
+export const OPTIONAL_TARGETS = ['proj_in', 'proj_out', 'ff.net.0.proj', 'ff.net.2'] as const;
+
+export class Lora {
+  constructor(readonly modules: Map<string, LoraModule>) {}
+
+  /** Trainable tensors, in a stable order (module path, then down before up). */
+  params(): Tensor[] {
+    return [...this.modules.keys()].sort().flatMap((k) => [this.modules.get(k)!.down, this.modules.get(k)!.up]);
+  }
+
+  /** Trainable tensors of the modules inside `prefix` (a block's path). */
+  paramsUnder(prefix: string): Tensor[] {
+    return [...this.modules.entries()].filter(([k]) => k.startsWith(`${prefix}.`)).flatMap(([, m]) => [m.down, m.up]);
+  }
+
+  release(): void {
+    for (const m of this.modules.values()) {
+      m.down.release();
+      m.up.release();
+    }
+    this.modules.clear();
+  }
+}
+
+/** The UNet modules a target list selects: every linear / 1x1 conv whose path ends in one of the targets. */
+export function loraTargets(unetParams: ParamShapes, targets: readonly string[] = DEFAULT_TARGETS): Map<string, { in: number; out: number; conv1x1: boolean }> {
+  const out = new Map<string, { in: number; out: number; conv1x1: boolean }>();
+  for (const [name, shape] of unetParams) {
+    if (!name.endsWith('.weight')) continue;
+    const module = name.slice(0, -'.weight'.length);
+    if (!module.includes('.attentions.') || !targets.some((t) => module.endsWith(`.${t}`))) continue;
+    const conv1x1 = shape.length === 4;
+    if (conv1x1 && (shape[2] !== 1 || shape[3] !== 1)) continue;
+    if (shape.length !== 2 && !conv1x1) continue;
+    out.set(module, { in: shape[1], out: shape[0], conv1x1 });
+  }
+  return out;
+}
+
+/** kohya's module name: "lora_unet_" + the diffusers path with dots as underscores. */
+export function kohyaName(module: string): string {
+  return `lora_unet_${module.replace(/\./g, '_')}`;
+}
+
+/**
+ * A fresh LoRA: A Kaiming-uniform as PyTorch initialises a Linear (bound 1/sqrt(in)), B zero, so the policy
+ * equals the reference at step 0. `random` returns uniform values in [0, 1).
+ */
+export function createLora(
+  gpu: Gpu,
+  targets: Map<string, { in: number; out: number; conv1x1: boolean }>,
+  rank: number,
+  alpha: number,
+  random: () => number,
+): Lora {
+  const modules = new Map<string, LoraModule>();
+  for (const [name, t] of [...targets].sort(([a], [b]) => (a < b ? -1 : 1))) {
+    const bound = 1 / Math.sqrt(t.in);
+    const a = new Float32Array(rank * t.in);
+    for (let i = 0; i < a.length; i++) a[i] = (2 * random() - 1) * bound;
+    const down = Tensor.from(gpu, a, [rank, t.in]);
+    const up = Tensor.zeros(gpu, [t.out, rank]);
+    down.requiresGrad = true;
+    up.requiresGrad = true;
+    modules.set(name, { down, up, rank, alpha, scale: alpha / rank, conv1x1: t.conv1x1 });
+  }
+  return new Lora(modules);
+}
+
+/**
+ * Reads a kohya-format LoRA (lora_unet_*.lora_down.weight / .lora_up.weight / .alpha) for the given UNet.
+ * Every module must be one of the UNet's linear or 1x1-conv layers; anything else is refused by name.
+ */
+export async function readKohyaLora(gpu: Gpu, file: SafetensorsFile, unetParams: ParamShapes): Promise<Lora> {
+  const candidates = loraTargets(unetParams, [...DEFAULT_TARGETS, ...OPTIONAL_TARGETS]);
+  const byKohya = new Map([...candidates.keys()].map((m) => [kohyaName(m), m]));
+  const groups = new Map<string, Set<string>>();
+  const unknown: string[] = [];
+  for (const key of file.names) {
+    const m = /^(lora_unet_[A-Za-z0-9_]+)\.(lora_down\.weight|lora_up\.weight|alpha)$/.exec(key);
+    if (!m || !byKohya.has(m[1])) {
+      unknown.push(key);
+      continue;
+    }
+    if (!groups.has(m[1])) groups.set(m[1], new Set());
+    groups.get(m[1])!.add(m[2]);
+  }
+  const where = file.source.name;
+  if (unknown.length) {
+    throw new Error(
+      `${where}: ${unknown.length} keys are not LoRA weights for this SD1.x UNet (${unknown.slice(0, 6).join(', ')}` +
+        `${unknown.length > 6 ? ', ...' : ''}). Text-encoder LoRAs and other architectures (SDXL, SD2) are not supported.`,
+    );
+  }
+  const modules = new Map<string, LoraModule>();
+  try {
+    for (const [kohya, parts] of groups) {
+      const module = byKohya.get(kohya)!;
+      if (!parts.has('lora_down.weight') || !parts.has('lora_up.weight')) throw new Error(`${where}: ${kohya} lacks lora_down or lora_up`);
+      const base = candidates.get(module)!;
+      const dInfo = file.info(`${kohya}.lora_down.weight`);
+      const uInfo = file.info(`${kohya}.lora_up.weight`);
+      const rank = dInfo.shape[0];
+      const okDown = dInfo.shape[1] === base.in && dInfo.shape.slice(2).every((d) => d === 1);
+      const okUp = uInfo.shape[0] === base.out && uInfo.shape[1] === rank && uInfo.shape.slice(2).every((d) => d === 1);
+      if (!okDown || !okUp) {
+        throw new Error(`${where}: ${kohya} has shapes [${dInfo.shape}] / [${uInfo.shape}], the UNet layer is ${base.out}x${base.in}`);
+      }
+      const alpha = parts.has('alpha') ? (await file.readF32(`${kohya}.alpha`))[0] : rank;
+      const down = Tensor.from(gpu, await file.readF32(`${kohya}.lora_down.weight`), [rank, base.in]);
+      const up = Tensor.from(gpu, await file.readF32(`${kohya}.lora_up.weight`), [base.out, rank]);
+      modules.set(module, { down, up, rank, alpha, scale: alpha / rank, conv1x1: base.conv1x1 });
+    }
+  } catch (e) {
+    new Lora(modules).release();
+    throw e;
+  }
+  return new Lora(modules);
+}

@@ -1,0 +1,64 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { readKohyaLora } from '../../src/models/lora';
+import { dirModelFiles } from '../../src/models/model-files-node';
+import { openSafetensorsFile } from '../../src/models/safetensors-node';
+import { UNet, unetParams, type UNetConfig } from '../../src/models/unet';
+import { loadFolderComponent } from '../../src/models/weights';
+import { kohyaName } from '../../src/models/lora';
+import { mseRows, mseRowsBackward } from '../../src/nn/ops/reduce';
+import { Ctx, Tape } from '../../src/nn/tape';
+import { Tensor } from '../../src/nn/tensor';
+import { relError } from '../helpers/check';
+import { GOLDENS } from '../helpers/goldens';
+import { testGpu } from '../helpers/gpu';
+
+const DIR = join(GOLDENS, 'tiny-sd15');
+
+describe('UNet backward into the LoRA', () => {
+  // `tpo-lab golden` checks every gradient without checkpointing (golden.test.ts); this checks that
+  // recomputing each block in the backward gives the same gradients and frees everything. The SFT loss,
+  // mean_i mean((eps_theta(x_t, t, c_w) - eps)^2), needs no loss kernel: d loss / d error_i = 1/B.
+  for (const checkpoint of [true]) {
+    it(`SFT gradients of all 256 LoRA matrices within 1e-3 (checkpointing ${checkpoint ? 'on' : 'off'})`, { timeout: 900_000 }, async () => {
+      const gpu = await testGpu();
+      const config = JSON.parse(readFileSync(join(DIR, 'unet/config.json'), 'utf8')) as UNetConfig;
+      const params = unetParams(config);
+      const unet = new UNet(gpu, config, await loadFolderComponent(gpu, dirModelFiles(DIR), 'unet', params));
+      const { file: caseFile } = await openSafetensorsFile(join(DIR, 'case.safetensors'));
+      const { file: loraFile } = await openSafetensorsFile(join(DIR, 'lora.safetensors'));
+      unet.lora = await readKohyaLora(gpu, loraFile, params);
+      for (const p of unet.lora.params()) p.requiresGrad = true;
+      const t = async (name: string) => Tensor.from(gpu, await caseFile.readF32(name), caseFile.info(name).shape);
+      const [xt, timesteps, ctxW, noise] = await Promise.all(['out.x_t', 'in.timesteps', 'in.ctx_w', 'in.noise'].map(t));
+      const baseline = gpu.pool.bytesInUse;
+
+      const tape = new Tape();
+      const eps = await unet.forward(new Ctx(gpu, tape), xt, timesteps, ctxW, { checkpoint });
+      const err = mseRows(eps, noise);
+      const b = err.size;
+      const loss = (await err.read()).reduce((a, v) => a + v, 0) / b;
+      expect(relError([loss], await caseFile.readF32('out.sft_loss'))).toBeLessThanOrEqual(1e-4);
+      const derr = Tensor.from(gpu, new Float32Array(b).fill(1 / b), [b]);
+      const deps = mseRowsBackward(eps, noise, derr);
+      const grads = tape.backward(eps, deps);
+      let worst = 0;
+      for (const [module, m] of unet.lora.modules) {
+        for (const [part, tensor] of [['lora_down', m.down], ['lora_up', m.up]] as const) {
+          const want = await caseFile.readF32(`grad_sft.${kohyaName(module)}.${part}.weight`);
+          const got = grads.get(tensor);
+          expect(got, `${module}.${part} has a gradient`).toBeDefined();
+          const e = relError(await got!.read(), want);
+          worst = Math.max(worst, e);
+          expect(e, `${module}.${part}`).toBeLessThanOrEqual(1e-3);
+        }
+      }
+      console.log(`checkpoint ${checkpoint}: worst LoRA gradient relative error ${worst.toExponential(2)}`);
+      for (const g of grads.values()) g.release();
+      tape.dispose();
+      for (const x of [eps, err, derr, deps]) x.release();
+      expect(gpu.pool.bytesInUse, 'the step frees everything it allocated').toBe(baseline);
+    });
+  }
+});
