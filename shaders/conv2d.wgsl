@@ -37,13 +37,7 @@ struct Params {
 
 override HAS_BIAS: bool = false;
 
-const TILE: u32 = 64u;
-const TK: u32 = 16u;
-const PITCH: u32 = 65u;  // 64 + 1, so that stores of a 16-long k-run go to different banks
-
-var<workgroup> tile_a: array<f32, 1040>;  // [TK][PITCH]: tile_a[k * PITCH + m]
-var<workgroup> tile_b: array<f32, 1040>;  // [TK][PITCH]: tile_b[k * PITCH + n]
-var<private> acc: array<f32, 16>;
+// TILE, TK, the staged tiles, acc and multiply_tiles come from gemm-tile.wgsl.
 
 struct TileIds {
   m0: u32,
@@ -59,22 +53,6 @@ fn tile_ids(wg: vec3u, nwg: vec3u, batches: u32) -> TileIds {
   let m0 = ((tile / p.tiles_n) % p.tiles_m) * TILE;
   let z = tile / (p.tiles_n * p.tiles_m);
   return TileIds(m0, n0, z, z < batches);
-}
-
-fn multiply_tiles(tx: u32, ty: u32) {
-  for (var k = 0u; k < TK; k = k + 1u) {
-    var a: array<f32, 4>;
-    var b: array<f32, 4>;
-    for (var i = 0u; i < 4u; i = i + 1u) {
-      a[i] = tile_a[k * PITCH + ty + 16u * i];
-      b[i] = tile_b[k * PITCH + tx + 16u * i];
-    }
-    for (var i = 0u; i < 4u; i = i + 1u) {
-      for (var j = 0u; j < 4u; j = j + 1u) {
-        acc[i * 4u + j] = fma(a[i], b[j], acc[i * 4u + j]);
-      }
-    }
-  }
 }
 
 // The input pixel X[ci, iy, ix] that output position (oy, ox) sees through kernel tap (r, s), as an index

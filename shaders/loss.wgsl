@@ -22,9 +22,10 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 // Errors come as [2B]: the B matched (w) examples, then the B mismatched (l) ones, the order in which
-// the two prompts of each example are batched through the UNet together.
+// the two prompts of each example are batched through the UNet together. err_diff is e_policy - e_ref,
+// computed directly (reduce.wgsl's mse_diff_forward) because it is ~1e-3 of either error.
 @group(0) @binding(1) var<storage, read> err_policy: array<f32>;
-@group(0) @binding(2) var<storage, read> err_ref: array<f32>;
+@group(0) @binding(2) var<storage, read> err_diff: array<f32>;
 @group(0) @binding(3) var<storage, read_write> d_err_policy: array<f32>;
 // [0] loss, [1] implicit accuracy, [2] mean margin, [3] clip-active fraction, [4] TKTO z,
 // [5..8] mean e_policy_w, e_ref_w, e_policy_l, e_ref_l, then [9..9+B) each example's margin.
@@ -43,7 +44,7 @@ fn tpo_loss() {
   if (p.method == 1u) {
     var sum = 0.0;
     for (var i = 0u; i < b; i = i + 1u) {
-      sum = sum - (err_policy[i] - err_ref[i]) - (err_policy[b + i] - err_ref[b + i]);
+      sum = sum - err_diff[i] - err_diff[b + i];
     }
     z = max(0.0, sum / (2.0 * fb));
   }
@@ -53,8 +54,8 @@ fn tpo_loss() {
   var clipped = 0.0;
   var sums = vec4f(0.0);
   for (var i = 0u; i < b; i = i + 1u) {
-    let dw = err_policy[i] - err_ref[i];
-    let dl = err_policy[b + i] - err_ref[b + i];
+    let dw = err_diff[i];
+    let dl = err_diff[b + i];
     let clip_active = p.clip == 1u && dl > p.tau;
     let dl_clipped = select(dl, p.tau, clip_active);
     let m = p.beta * (dl - dw);
@@ -62,7 +63,7 @@ fn tpo_loss() {
     margin_sum = margin_sum + m;
     correct = correct + select(select(0.0, 0.5, m == 0.0), 1.0, m > 0.0);
     clipped = clipped + select(0.0, 1.0, clip_active);
-    sums = sums + vec4f(err_policy[i], err_ref[i], err_policy[b + i], err_ref[b + i]);
+    sums = sums + vec4f(err_policy[i], err_policy[i] - dw, err_policy[b + i], err_policy[b + i] - dl);
     switch p.method {
       case 0u: {
         let x = p.beta * (dl_clipped - dw);

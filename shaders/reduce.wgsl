@@ -12,17 +12,6 @@ struct Params {
 
 override MUL_A: bool = false;
 
-var<workgroup> partial: array<f32, 256>;
-
-fn workgroup_sum(lid: u32, value: f32) -> f32 {
-  partial[lid] = value;
-  workgroupBarrier();
-  for (var stride = 128u; stride > 0u; stride = stride / 2u) {
-    if (lid < stride) { partial[lid] = partial[lid] + partial[lid + stride]; }
-    workgroupBarrier();
-  }
-  return partial[0];
-}
 
 // ---- sum_broadcast: db[j] = sum over o < outer, k < inner of dy[(o * size + j) * inner + k]
 //      (times a[...] at the same index when MUL_A). The gradient of a broadcast b, and of biases. ----
@@ -63,6 +52,28 @@ fn mse_forward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index
   }
   let total = workgroup_sum(lid, acc);
   if (lid == 0u) { mse_err[n] = total / f32(p.outer); }
+}
+
+// ---- difference of two examples' errors against the same target, without cancellation:
+//      d[n] = mean_i (a - c)^2 - (b - c)^2 = mean_i (a - b)(a + b - 2c). For the policy-minus-reference
+//      error D of TPO, which is ~1e-3 of either error: subtracting two f32 means would keep only ~4 digits. ----
+@group(0) @binding(1) var<storage, read> msd_a: array<f32>;
+@group(0) @binding(2) var<storage, read> msd_b: array<f32>;
+@group(0) @binding(3) var<storage, read> msd_c: array<f32>;
+@group(0) @binding(4) var<storage, read_write> msd_d: array<f32>;
+
+@compute @workgroup_size(256)
+fn mse_diff_forward(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let n = wg.x;
+  let base = n * p.outer;
+  var acc = 0.0;
+  for (var i = lid; i < p.outer; i = i + 256u) {
+    let a = msd_a[base + i];
+    let b = msd_b[base + i];
+    acc = acc + (a - b) * (a + b - 2.0 * msd_c[base + i]);
+  }
+  let total = workgroup_sum(lid, acc);
+  if (lid == 0u) { msd_d[n] = total / f32(p.outer); }
 }
 
 // ---- mse backward: da[n, i] = derr[n] * 2 (a - b) / M; db = -da is left to the caller ----

@@ -1,5 +1,5 @@
 // Softmax over the last dimension of x [rows, len], forward next to its backward. One workgroup of 256
-// threads per row, each thread taking a strided share of the row, combined as a tree in shared memory.
+// threads per row, each thread taking a strided share of the row, combined by workgroup-reduce.wgsl.
 //   forward   y = exp(x - max) / sum(exp(x - max))       (max subtracted so exp never overflows)
 //   backward  dx = y * (dy - sum(dy * y))                (the Jacobian diag(y) - y y^T applied to dy)
 // The backward needs only y, not x.
@@ -11,34 +11,8 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-var<workgroup> partial: array<f32, 256>;
-
 fn row_index(wg: vec3u, nwg: vec3u) -> u32 {
   return wg.y * nwg.x + wg.x;
-}
-
-fn workgroup_sum(lid: u32, value: f32) -> f32 {
-  partial[lid] = value;
-  workgroupBarrier();
-  for (var stride = 128u; stride > 0u; stride = stride / 2u) {
-    if (lid < stride) { partial[lid] = partial[lid] + partial[lid + stride]; }
-    workgroupBarrier();
-  }
-  let total = partial[0];
-  workgroupBarrier();  // everyone has read the result before `partial` is reused
-  return total;
-}
-
-fn workgroup_max(lid: u32, value: f32) -> f32 {
-  partial[lid] = value;
-  workgroupBarrier();
-  for (var stride = 128u; stride > 0u; stride = stride / 2u) {
-    if (lid < stride) { partial[lid] = max(partial[lid], partial[lid + stride]); }
-    workgroupBarrier();
-  }
-  let top = partial[0];
-  workgroupBarrier();
-  return top;
 }
 
 // ---- forward ----

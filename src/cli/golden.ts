@@ -19,7 +19,7 @@ import { loadClipTokenizer } from '../models/tokenizer-node';
 import { UNet, unetParams, type UNetConfig } from '../models/unet';
 import { loadVae, loadVaeFromSingleFile, vaeDecode, vaeEncode } from '../models/vae';
 import { loadFolderComponent, loadSingleFileComponent, type ModelFiles } from '../models/weights';
-import { mseRows, mseRowsBackward } from '../nn/ops/reduce';
+import { mseRows, mseRowsBackward, mseRowsDiff } from '../nn/ops/reduce';
 import { Ctx, Tape } from '../nn/tape';
 import { Tensor } from '../nn/tensor';
 import { parseMetrics, tpoLoss, type LossConfig } from '../tpo/losses';
@@ -263,14 +263,14 @@ async function checkCase(gpu: Gpu, report: Report, dir: string, files: ModelFile
     unet.loraEnabled = false;
     const epsRef = await unet.forward(new Ctx(gpu), xt2, t2, ctx2);
     const errRef = mseRows(epsRef, noise2);
-    epsRef.release();
-    held.push(errRef);
+    held.push(epsRef, errRef);
     unet.loraEnabled = true;
     for (const p of unet.lora!.params()) p.requiresGrad = true;
     const tape = new Tape();
     const epsPolicy = await unet.forward(new Ctx(gpu, tape), xt2, t2, ctx2);
     const errPolicy = mseRows(epsPolicy, noise2);
-    held.push(epsPolicy, errPolicy);
+    const errDiff = mseRowsDiff(epsPolicy, epsRef, noise2);
+    held.push(epsPolicy, errPolicy, errDiff);
     const ep = await errPolicy.read();
     const er = await errRef.read();
     const halves: [string, Float32Array][] = [
@@ -290,7 +290,7 @@ async function checkCase(gpu: Gpu, report: Report, dir: string, files: ModelFile
       { tag: 'sft', config: { ...base, method: 'sft' }, outputs: [['out.sft_loss', (m) => [m.loss]]] },
     ];
     for (const { tag, config, outputs } of losses) {
-      const { dErrPolicy, metrics } = tpoLoss(gpu, errPolicy, errRef, config);
+      const { dErrPolicy, metrics } = tpoLoss(gpu, errPolicy, errDiff, config);
       const m = parseMetrics(await metrics.read());
       for (const [name, pick] of outputs) if (has(name)) report.error(`tpo ${name}`, relativeError(pick(m), await want(name)), FORWARD_TOL);
       const prefix = `grad_${tag}.`;

@@ -41,12 +41,13 @@ export interface StepMetrics {
 }
 
 /**
- * errPolicy, errRef: [2B] per-example errors, the B matched (w) then the B mismatched (l).
- * Returns the gradient w.r.t. errPolicy [2B] (times gradScale) and a metrics tensor (see readMetrics).
+ * errPolicy: [2B] per-example policy errors, the B matched (w) then the B mismatched (l); errDiff: the
+ * same rows' e_policy - e_ref (mseRowsDiff, which keeps the precision a subtraction of errors would lose).
+ * Returns the gradient w.r.t. errPolicy [2B] (times gradScale) and a metrics tensor (see parseMetrics).
  */
-export function tpoLoss(gpu: Gpu, errPolicy: Tensor, errRef: Tensor, config: LossConfig, gradScale = 1): { dErrPolicy: Tensor; metrics: Tensor } {
-  if (errPolicy.size % 2 !== 0 || errRef.size !== errPolicy.size) {
-    throw new Error(`tpoLoss: expected [2B] errors for policy and reference, got [${errPolicy.shape}] and [${errRef.shape}]`);
+export function tpoLoss(gpu: Gpu, errPolicy: Tensor, errDiff: Tensor, config: LossConfig, gradScale = 1): { dErrPolicy: Tensor; metrics: Tensor } {
+  if (errPolicy.size % 2 !== 0 || errDiff.size !== errPolicy.size) {
+    throw new Error(`tpoLoss: expected [2B] policy errors and differences, got [${errPolicy.shape}] and [${errDiff.shape}]`);
   }
   const b = errPolicy.size / 2;
   const dErrPolicy = Tensor.empty(gpu, [2 * b]);
@@ -63,7 +64,7 @@ export function tpoLoss(gpu: Gpu, errPolicy: Tensor, errRef: Tensor, config: Los
       f32(config.lambdaU),
       f32(gradScale),
     ],
-    buffers: [errPolicy.buffer, errRef.buffer, dErrPolicy.buffer, metrics.buffer],
+    buffers: [errPolicy.buffer, errDiff.buffer, dErrPolicy.buffer, metrics.buffer],
     workgroups: [1],
   });
   return { dErrPolicy, metrics };

@@ -40,7 +40,7 @@ describe('TPO losses', () => {
   for (const [name, config] of configs) {
     it(`${name}: loss, metrics and gradient w.r.t. the policy errors`, async () => {
       const gpu = await testGpu();
-      const { dErrPolicy, metrics } = tpoLoss(gpu, Tensor.from(gpu, ep, [2 * b]), Tensor.from(gpu, er, [2 * b]), config, 0.5);
+      const { dErrPolicy, metrics } = tpoLoss(gpu, Tensor.from(gpu, ep, [2 * b]), Tensor.from(gpu, ep.map((v, i) => v - er[i]), [2 * b]), config, 0.5);
       const m = parseMetrics(await metrics.read());
       const want = referenceLoss(ep, er, config);
       expectClose([m.loss], [want.loss], 1e-5, 'loss');
@@ -71,7 +71,7 @@ describe('TPO losses', () => {
     const gpu = await testGpu();
     const config: LossConfig = { method: 'tdpo', beta: 1000, kappa: 1, lambdaD: 1, lambdaU: 1 };
     // tau = 1e-3: D_l = 2e-3 (clipped) and -1e-3 (not).
-    const { metrics, dErrPolicy } = tpoLoss(gpu, Tensor.from(gpu, [1, 1, 1.002, 0.999], [4]), Tensor.from(gpu, [1, 1, 1, 1], [4]), config);
+    const { metrics, dErrPolicy } = tpoLoss(gpu, Tensor.from(gpu, [1, 1, 1.002, 0.999], [4]), Tensor.from(gpu, [0, 0, 0.002, -0.001], [4]), config);
     expect(parseMetrics(await metrics.read()).clipFraction).toBe(0.5);
     expect((await dErrPolicy.read())[2]).toBe(0);
   });

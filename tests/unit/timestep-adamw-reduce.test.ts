@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { ADAMW_DEFAULTS, adamwStep, type AdamWConfig } from '../../src/nn/ops/adamw';
-import { accumulateSumSquares, mseRows, mseRowsBackward, sumAll, sumBroadcast } from '../../src/nn/ops/reduce';
+import { accumulateSumSquares, mseRows, mseRowsBackward, mseRowsDiff, sumAll, sumBroadcast } from '../../src/nn/ops/reduce';
 import { timestepEmbedding } from '../../src/nn/ops/timestep';
 import { Tensor } from '../../src/nn/tensor';
-import { expectClose, expectGradient, randn } from '../helpers/check';
+import { expectClose, expectGradient, randn, relError } from '../helpers/check';
 import { testGpu } from '../helpers/gpu';
 import * as ref from '../helpers/reference/elementwise';
 
@@ -67,6 +67,23 @@ describe('reductions', () => {
       expectGradient(da, f, [a, b], 0, derr, 'mse da');
       expectGradient(da.map((v) => -v), f, [a, b], 1, derr, 'mse db = -da');
     }
+  });
+
+  it('difference of two errors against one target keeps its digits', async () => {
+    const gpu = await testGpu();
+    const [n, m] = [3, 500];
+    const c = randn(n * m, 20);
+    const b = randn(n * m, 21).map((v, i) => Math.fround(c[i] + v));
+    // a differs from b by ~1e-4: the two errors agree to ~4 digits.
+    const a = b.map((v, i) => Math.fround(v + 1e-4 * Math.sin(i)));
+    const want = ref.mseRows(a, c, n).map((v, i) => v - ref.mseRows(b, c, n)[i]);
+    const t = (x: Float64Array) => Tensor.from(gpu, x, [n, m]);
+    const got = await mseRowsDiff(t(a), t(b), t(c)).read();
+    expectClose(got, want, 1e-5, 'mseRowsDiff');
+    // Subtracting the two f32 errors instead loses most of those digits: the reason the kernel exists.
+    const [ea, eb] = [await mseRows(t(a), t(c)).read(), await mseRows(t(b), t(c)).read()];
+    const naive = ea.map((v, i) => v - eb[i]);
+    expect(relError(naive, want)).toBeGreaterThan(10 * relError(got, want));
   });
 
   it('sum of squares accumulates over several tensors', async () => {

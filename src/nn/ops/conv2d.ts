@@ -1,13 +1,14 @@
 // 2-D convolution (shaders/conv2d.wgsl): forward next to its backward. NCHW, weight [Cout, Cin, KH, KW].
 
 import source from '../../../shaders/conv2d.wgsl?raw';
+import gemmTile from '../../../shaders/gemm-tile.wgsl?raw';
 import { u32, type Gpu } from '../../gpu/gpu';
 import { Tensor } from '../tensor';
 import { family, kernel } from './kernels';
 import { TILE, tileGrid } from './matmul';
 import { sumBroadcast } from './reduce';
 
-const fam = family('conv2d', source);
+const fam = family('conv2d', gemmTile, source);
 
 export interface Conv2dOptions {
   /** Default 1. */

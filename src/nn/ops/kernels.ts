@@ -5,9 +5,9 @@ import type { Gpu, Kernel, KernelSpec } from '../../gpu/gpu';
 
 export type ShaderFamily = { name: string; code: string };
 
-/** A kernel family's source with the shared helpers prepended. */
-export function family(name: string, code: string): ShaderFamily {
-  return { name, code: `${common}\n${code}` };
+/** A kernel family's source with the shared helpers prepended, and any shared pieces it uses. */
+export function family(name: string, ...code: string[]): ShaderFamily {
+  return { name, code: [common, ...code].join('\n') };
 }
 
 export function kernel(

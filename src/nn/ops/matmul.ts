@@ -3,12 +3,13 @@
 // swapped, so no transposed copy of anything is ever made.
 
 import source from '../../../shaders/matmul.wgsl?raw';
+import gemmTile from '../../../shaders/gemm-tile.wgsl?raw';
 import { f32, u32, type Gpu } from '../../gpu/gpu';
 import { numel, Tensor } from '../tensor';
 import { family, kernel } from './kernels';
 import { sumBroadcast } from './reduce';
 
-const fam = family('matmul', source);
+const fam = family('matmul', gemmTile, source);
 
 /** Output tile edge of the tiled kernels (matmul.wgsl, conv2d.wgsl): one workgroup per 64x64 tile. */
 export const TILE = 64;

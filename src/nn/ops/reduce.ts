@@ -1,11 +1,12 @@
 // Reductions (shaders/reduce.wgsl).
 
 import source from '../../../shaders/reduce.wgsl?raw';
+import workgroupReduce from '../../../shaders/workgroup-reduce.wgsl?raw';
 import { f32, u32, type Gpu } from '../../gpu/gpu';
 import { numel, Tensor } from '../tensor';
 import { family, grid1d, kernel } from './kernels';
 
-const fam = family('reduce', source);
+const fam = family('reduce', workgroupReduce, source);
 
 function params(outer: number, size: number, inner: number, scale = 1) {
   return [u32(outer), u32(size), u32(inner), f32(scale)];
@@ -54,6 +55,22 @@ export function mseRows(a: Tensor, b: Tensor): Tensor {
     workgroups: [n],
   });
   return err;
+}
+
+/**
+ * mseRows(a, c) - mseRows(b, c) per example, computed as mean((a - b)(a + b - 2c)) so that the small
+ * difference of two nearly equal errors keeps its precision. Its gradient w.r.t. a is mseRowsBackward(a, c).
+ */
+export function mseRowsDiff(a: Tensor, b: Tensor, c: Tensor): Tensor {
+  const n = a.shape[0];
+  if (b.size !== a.size || c.size !== a.size) throw new Error(`mseRowsDiff: [${a.shape}], [${b.shape}] and [${c.shape}] differ`);
+  const d = Tensor.empty(a.gpu, [n]);
+  a.gpu.dispatch(kernel(a.gpu, fam, 'mse_diff_forward'), {
+    params: params(a.size / n, a.size, 1),
+    buffers: [a.buffer, b.buffer, c.buffer, d.buffer],
+    workgroups: [n],
+  });
+  return d;
 }
 
 /** Gradient of mseRows w.r.t. a, given derr [N]. The gradient w.r.t. b is its negative. */

@@ -3,11 +3,12 @@
 // matmul, P = softmax(scores), out = P V by matmul.
 
 import source from '../../../shaders/softmax.wgsl?raw';
+import workgroupReduce from '../../../shaders/workgroup-reduce.wgsl?raw';
 import { u32, type Gpu } from '../../gpu/gpu';
 import { assertShape, Tensor } from '../tensor';
 import { family, kernel } from './kernels';
 
-const fam = family('softmax', source);
+const fam = family('softmax', workgroupReduce, source);
 
 function rowsOf(what: string, t: Tensor): [number, number] {
   if (t.shape.length < 1) throw new Error(`${what}: needs at least one dimension`);
