@@ -22,3 +22,16 @@ fn erf_f32(x: f32) -> f32 {
           t * (-0.82215223 + t * 0.17087277)))))))));
   return select(r - 1.0, 1.0 - r, x >= 0.0);
 }
+
+// Frozen weights may be stored as float16, two to a 32-bit word (element 2i in the low half), read with
+// unpack2x16float, which needs no shader-f16 extension. Kernels that read weights declare those buffers as
+// array<u32> and read element i through this, with `half` an override of the pipeline: a float32 tensor
+// is the same words reinterpreted (bitcast, exact).
+fn load_weight(word: u32, i: u32, half: bool) -> f32 {
+  if (half) { return unpack2x16float(word)[i & 1u]; }
+  return bitcast<f32>(word);
+}
+
+fn weight_word(i: u32, half: bool) -> u32 {
+  return select(i, i >> 1u, half);
+}

@@ -36,6 +36,8 @@ struct Params {
 @group(0) @binding(0) var<uniform> p: Params;
 
 override HAS_BIAS: bool = false;
+// The (frozen) weight stored as float16 (see load_weight in common.wgsl).
+override W_F16: bool = false;
 
 // TILE, TK, the staged tiles, acc and multiply_tiles come from gemm-tile.wgsl.
 
@@ -67,7 +69,7 @@ fn input_index(ci: u32, oy: u32, ox: u32, r: u32, s: u32) -> i32 {
 // ---- forward: Y[z, co, oy, ox] = bias[co] + sum_{ci, r, s} W[co, ci, r, s] X[z, ci, oy S - top + r, ox S - left + s]
 //      GEMM M = Cout, N = Ho*Wo, K = Cin*KH*KW; one batch element per output tile row of the grid ----
 @group(0) @binding(1) var<storage, read> fwd_x: array<f32>;
-@group(0) @binding(2) var<storage, read> fwd_w: array<f32>;
+@group(0) @binding(2) var<storage, read> fwd_w: array<u32>;  // f32, or packed f16 when W_F16 (common.wgsl)
 @group(0) @binding(3) var<storage, read_write> fwd_y: array<f32>;
 // Always bound; without HAS_BIAS a stand-in buffer sits here and is never read.
 @group(0) @binding(4) var<storage, read> fwd_bias: array<f32>;
@@ -91,7 +93,10 @@ fn conv_forward(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: 
       let co = t.m0 + am;
       let ka = k0 + ak;
       var va = 0.0;
-      if (co < p.c_out && ka < gm_k) { va = fwd_w[co * gm_k + ka]; }
+      if (co < p.c_out && ka < gm_k) {
+        let iw = co * gm_k + ka;
+        va = load_weight(fwd_w[weight_word(iw, W_F16)], iw, W_F16);
+      }
       tile_a[ak * PITCH + am] = va;
       // Column slice, positions fastest (neighbouring ox read neighbouring pixels).
       let bn = e % TILE;
@@ -128,7 +133,7 @@ fn conv_forward(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: 
 //      over the (oy, ox) with oy S - top + r = iy and ox S - left + s = ix.
 //      GEMM M = Cin, N = H*W, K = Cout*KH*KW ----
 @group(0) @binding(1) var<storage, read> bwi_dy: array<f32>;
-@group(0) @binding(2) var<storage, read> bwi_w: array<f32>;
+@group(0) @binding(2) var<storage, read> bwi_w: array<u32>;  // f32, or packed f16 when W_F16
 @group(0) @binding(3) var<storage, read_write> bwi_dx: array<f32>;
 
 // The output coordinate that reaches input coordinate `i` through tap `r`, or -1 if none does:
@@ -161,7 +166,8 @@ fn conv_backward_input(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups
       var va = 0.0;
       if (ci < p.c_in && ka < gm_k) {
         let co = ka / khw;
-        va = bwi_w[(co * p.c_in + ci) * khw + ka % khw];
+        let iw = (co * p.c_in + ci) * khw + ka % khw;
+        va = load_weight(bwi_w[weight_word(iw, W_F16)], iw, W_F16);
       }
       tile_a[ak * PITCH + am] = va;
       // Gathered dY slice, input positions fastest.

@@ -30,8 +30,8 @@ struct Params {
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> mm_a: array<f32>;
-@group(0) @binding(2) var<storage, read> mm_b: array<f32>;
+@group(0) @binding(1) var<storage, read> mm_a: array<u32>;  // f32, or packed f16 when A_F16 (common.wgsl)
+@group(0) @binding(2) var<storage, read> mm_b: array<u32>;  // f32, or packed f16 when B_F16
 @group(0) @binding(3) var<storage, read_write> mm_c: array<f32>;
 // Always bound (layout 'auto' keeps every binding the entry point names); without HAS_BIAS a stand-in
 // buffer sits here and is never read.
@@ -41,6 +41,9 @@ override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override HAS_BIAS: bool = false;
 override ACCUMULATE: bool = false;
+// A frozen weight operand stored as float16 (see load_weight in common.wgsl).
+override A_F16: bool = false;
+override B_F16: bool = false;
 
 // TILE, TK, the staged tiles, acc and multiply_tiles come from gemm-tile.wgsl.
 
@@ -73,7 +76,8 @@ fn matmul(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
         let gk = k0 + ak;
         var va = 0.0;
         if (gm < p.m && gk < p.k) {
-          va = mm_a[a_base + select(gm * p.k + gk, gk * p.m + gm, TRANS_A)];
+          let ia = a_base + select(gm * p.k + gk, gk * p.m + gm, TRANS_A);
+          va = load_weight(mm_a[weight_word(ia, A_F16)], ia, A_F16);
         }
         tile_a[ak * PITCH + am] = va;
         // op(B) slice, 16 k x 64 columns. Stored [K, N]: n runs fastest; stored [N, K]: k does.
@@ -83,7 +87,8 @@ fn matmul(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
         let gkb = k0 + bk;
         var vb = 0.0;
         if (gn < p.n && gkb < p.k) {
-          vb = mm_b[b_base + select(gkb * p.n + gn, gn * p.k + gkb, TRANS_B)];
+          let ib = b_base + select(gkb * p.n + gn, gn * p.k + gkb, TRANS_B);
+          vb = load_weight(mm_b[weight_word(ib, B_F16)], ib, B_F16);
         }
         tile_b[bk * PITCH + bn] = vb;
       }

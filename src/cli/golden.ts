@@ -190,9 +190,12 @@ interface CaseJson {
 async function loadUNet(gpu: Gpu, dir: string, files: ModelFiles, single: SafetensorsFile | null, weightsPath?: string): Promise<UNet> {
   const config = JSON.parse(readFileSync(join(dir, 'unet/config.json'), 'utf8')) as UNetConfig;
   const params = unetParams(config);
+  // Weights stored as float16 in the file are kept float16 on the GPU (exact); float32 ones stay float32.
+  const fp16Variant = weightsPath?.includes('.fp16.') ?? false;
+  const halfWeights = 'as-stored';
   const weights = single
-    ? await loadSingleFileComponent(gpu, single, 'unet', params, await ldmLayoutFromConfigs(files))
-    : await loadFolderComponent(gpu, files, 'unet', params, { variant: weightsPath?.includes('.fp16.') ? 'fp16' : undefined });
+    ? await loadSingleFileComponent(gpu, single, 'unet', params, await ldmLayoutFromConfigs(files), { halfWeights })
+    : await loadFolderComponent(gpu, files, 'unet', params, { variant: fp16Variant ? 'fp16' : undefined, halfWeights });
   return new UNet(gpu, config, weights);
 }
 

@@ -249,7 +249,7 @@ async function runPlan(argv: string[], io: CliIO): Promise<number> {
   if (on.notResident.length) {
     out.push(`Not resident during training (used once to cache inputs): ${on.notResident.map((l) => `${l.label} ${formatBytes(l.bytes)}`).join(', ')}.`);
   }
-  if (precision === 'f16') out.push('Note: f16 weight storage is planned; the engine uploads f32 weights today.');
+  if (precision === 'f16') out.push('Note: f16 stores the UNet\'s matrices and conv kernels as float16 (the default on adapters with shader-f16); its biases and norms stay f32, a few MiB more than counted here.');
   out.push(verdict(on, off, budget));
   io.stdout.write(`${out.join('\n')}\n`);
   return 0;

@@ -14,8 +14,8 @@
 // real step on the tiny golden model and checks the prediction against gpu.pool.peakBytesInUse.
 //
 // Assumptions (the trainer loop is not written yet; these follow DESIGN.md "One TDPO step" and TPO_SPEC.md):
-//   - Persistent: frozen UNet weights (weightBytes per value; the engine uploads f32 today, f16 storage is
-//     planned), LoRA A and B (f32, created module by module as createLora does), AdamW's m and v (f32, one
+//   - Persistent: frozen UNet weights (weightBytes per value: f32, or f16 as the loader's halfWeights stores
+//     matrices and conv kernels; its few f32 vectors, biases and norms, are counted at the same width), LoRA A and B (f32, created module by module as createLora does), AdamW's m and v (f32, one
 //     pair per LoRA matrix) and a 1-float gradient-norm accumulator.
 //   - Inputs of the batch, cached beforehand (text-encoder states and VAE latents are computed once, before
 //     training; the text encoder and VAE are not resident during the step): the latents x0 and the noise eps
@@ -58,7 +58,7 @@ export interface MemoryPlanInput {
   batch: number;
   /** Default 'tdpo'. */
   method?: TrainMethod;
-  /** Bytes per frozen weight value: 4 (f32, what the engine uploads today) or 2 (f16 storage). */
+  /** Bytes per frozen weight value: 4 (f32) or 2 (f16 storage, the loader's halfWeights). */
   weightBytes: 2 | 4;
   checkpointing: boolean;
   /** Text tokens per prompt (77 for SD1.5, the text encoder's max_position_embeddings). */

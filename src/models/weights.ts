@@ -63,14 +63,35 @@ export function checkParams(label: string, expected: ParamShapes, found: Map<str
   );
 }
 
-/** Uploads every expected parameter as a float32 GPU tensor (whatever the file's dtype). */
-async function upload(gpu: Gpu, expected: ParamShapes, refs: Map<string, TensorRef>, onProgress?: (done: number, total: number) => void) {
+export interface UploadOptions {
+  onProgress?: (done: number, total: number) => void;
+  /**
+   * Store every matrix and conv kernel (parameters of 2 or more dimensions) as float16, half the memory;
+   * vectors (biases, norms) stay float32. Only for networks whose matrices feed matmul and conv2d alone
+   * (the UNet); float16 values are rounded to nearest. 'as-stored': float16 where the file stores float16.
+   */
+  halfWeights?: boolean | 'as-stored';
+}
+
+/**
+ * Whether frozen UNet weights should be stored as float16 on this GPU: where the adapter has
+ * 'shader-f16' (the kernels themselves read them with unpack2x16float, which any adapter has).
+ */
+export function preferHalfWeights(gpu: Gpu): boolean {
+  return gpu.features.has('shader-f16');
+}
+
+/** Uploads every expected parameter as a GPU tensor, float32 or (halfWeights) float16 matrices. */
+async function upload(gpu: Gpu, expected: ParamShapes, refs: Map<string, TensorRef>, options: UploadOptions = {}) {
   const out = new Map<string, Tensor>();
   let done = 0;
+  const onProgress = options.onProgress;
   try {
     for (const [name, shape] of expected) {
       const ref = refs.get(name)!;
-      out.set(name, Tensor.from(gpu, await ref.file.readF32(ref.key), shape));
+      const values = await ref.file.readF32(ref.key);
+      const half = options.halfWeights === 'as-stored' ? ref.file.info(ref.key).dtype === 'F16' : options.halfWeights;
+      out.set(name, half && shape.length >= 2 ? Tensor.fromHalf(gpu, values, shape) : Tensor.from(gpu, values, shape));
       onProgress?.(++done, expected.size);
     }
   } catch (e) {
@@ -119,7 +140,7 @@ export async function loadFolderComponent(
   files: ModelFiles,
   component: Component,
   expected: ParamShapes,
-  options: { variant?: 'fp16'; onProgress?: (done: number, total: number) => void } = {},
+  options: UploadOptions & { variant?: 'fp16' } = {},
 ): Promise<Map<string, Tensor>> {
   const names = WEIGHT_FILES[component];
   const order = options.variant === 'fp16' ? [names[1], names[0]] : names;
@@ -137,7 +158,7 @@ export async function loadFolderComponent(
     refs.set(legacyFolderKey(component, key), { file, key, shape: info.shape });
   }
   checkParams(`${files.name}/${present[0]}`, expected, new Map([...refs].map(([k, r]) => [k, r.shape])));
-  return upload(gpu, expected, refs, options.onProgress);
+  return upload(gpu, expected, refs, options);
 }
 
 /**
@@ -150,8 +171,9 @@ export async function loadSingleFileComponent(
   component: Component,
   expected: ParamShapes,
   layout: LdmLayout,
-  onProgress?: (done: number, total: number) => void,
+  options: UploadOptions | ((done: number, total: number) => void) = {},
 ): Promise<Map<string, Tensor>> {
+  const uploadOptions = typeof options === 'function' ? { onProgress: options } : options;
   const refs = new Map<string, TensorRef>();
   const unknown: string[] = [];
   for (const [key, info] of file.tensors) {
@@ -172,7 +194,7 @@ export async function loadSingleFileComponent(
     );
   }
   checkParams(`${file.source.name} (${component})`, expected, new Map([...refs].map(([k, r]) => [k, r.shape])));
-  return upload(gpu, expected, refs, onProgress);
+  return upload(gpu, expected, refs, uploadOptions);
 }
 
 /** A model folder picked in the browser (<input webkitdirectory> or drag and drop): Files with relative paths. */

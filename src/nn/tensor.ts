@@ -2,6 +2,7 @@
 // from the pool; whoever owns a Tensor releases it when done.
 
 import type { Gpu } from '../gpu/gpu';
+import { packHalf, unpackHalf } from './half';
 
 export function numel(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
@@ -25,6 +26,11 @@ export class Tensor {
     readonly shape: readonly number[],
     /** False for a borrowed alias (view()), which never releases the buffer. */
     private readonly owning = true,
+    /**
+     * 'f16': a frozen weight stored as packed float16 pairs, which only the kernels that read weights
+     * (matmul operands, conv2d weights) accept; everything else is float32.
+     */
+    readonly dtype: 'f32' | 'f16' = 'f32',
   ) {
     this.storage = buffer instanceof Storage ? buffer : new Storage(buffer);
   }
@@ -57,7 +63,19 @@ export class Tensor {
     return t;
   }
 
+  /** A frozen weight as packed float16 (half the memory); values are rounded to the nearest float16. */
+  static fromHalf(gpu: Gpu, data: ArrayLike<number>, shape: readonly number[]): Tensor {
+    if (data.length !== numel(shape)) {
+      throw new Error(`Tensor.fromHalf: ${data.length} values do not fill shape [${shape.join(', ')}]`);
+    }
+    const words = packHalf(data);
+    const t = new Tensor(gpu, gpu.buffer(words.byteLength), shape, true, 'f16');
+    gpu.write(t.buffer, words);
+    return t;
+  }
+
   async read(): Promise<Float32Array> {
+    if (this.dtype === 'f16') return unpackHalf(new Uint32Array(await this.gpu.read(this.buffer, Math.ceil(this.size / 2) * 4)), this.size);
     return this.gpu.readF32(this.buffer, this.size);
   }
 
@@ -68,7 +86,7 @@ export class Tensor {
    */
   view(shape: readonly number[] = this.shape): Tensor {
     this.checkSize('view', shape);
-    return new Tensor(this.gpu, this.storage, shape, false);
+    return new Tensor(this.gpu, this.storage, shape, false, this.dtype);
   }
 
   /** Moves ownership to a tensor of another shape; this one counts as released afterwards. */
@@ -76,14 +94,14 @@ export class Tensor {
     this.checkSize('reshape', shape);
     if (!this.owning) return this.view(shape);
     this.released = true;
-    return new Tensor(this.gpu, this.storage, shape, true);
+    return new Tensor(this.gpu, this.storage, shape, true, this.dtype);
   }
 
   /** A further owning reference to the same buffer (for example a gradient handed to two holders). */
   ref(shape: readonly number[] = this.shape): Tensor {
     this.checkSize('ref', shape);
     this.storage.refs++;
-    return new Tensor(this.gpu, this.storage, shape, true);
+    return new Tensor(this.gpu, this.storage, shape, true, this.dtype);
   }
 
   /** Gives this reference up; the buffer returns to the pool when its last owning reference is released. */

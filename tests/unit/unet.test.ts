@@ -62,3 +62,26 @@ describe('UNet backward into the LoRA', () => {
     });
   }
 });
+
+describe('UNet with float16 weights', () => {
+  it('equals float32 storage of the same rounded values, and stays near the float32 goldens', { timeout: 900_000 }, async () => {
+    const gpu = await testGpu();
+    const config = JSON.parse(readFileSync(join(DIR, 'unet/config.json'), 'utf8')) as UNetConfig;
+    const params = unetParams(config);
+    const half = await loadFolderComponent(gpu, dirModelFiles(DIR), 'unet', params, { halfWeights: true });
+    // The same numbers in float32: each float16 matrix read back (rounded values), vectors as loaded.
+    const rounded = new Map<string, Tensor>();
+    for (const [name, t] of half) rounded.set(name, t.dtype === 'f16' ? Tensor.from(gpu, await t.read(), t.shape) : t.ref());
+    expect([...half.values()].filter((t) => t.dtype === 'f16').length).toBeGreaterThan(100);
+    const { file: caseFile } = await openSafetensorsFile(join(DIR, 'case.safetensors'));
+    const t = async (name: string) => Tensor.from(gpu, await caseFile.readF32(name), caseFile.info(name).shape);
+    const [sample, timesteps, ctxW] = await Promise.all(['in.sample', 'in.timesteps', 'in.ctx_w'].map(t));
+    const out16 = await new UNet(gpu, config, half).forward(new Ctx(gpu), sample, timesteps, ctxW);
+    const out32 = await new UNet(gpu, config, rounded).forward(new Ctx(gpu), sample, timesteps, ctxW);
+    const got = await out16.read();
+    expect(relError(got, await out32.read())).toBeLessThanOrEqual(1e-5);
+    const vsGolden = relError(got, await caseFile.readF32('out.eps_base'));
+    console.log(`float16 weights: relative error against the float32 golden ${vsGolden.toExponential(2)}`);
+    expect(vsGolden).toBeLessThanOrEqual(1e-2);
+  });
+});

@@ -95,3 +95,29 @@ describe('loading from a single-file checkpoint', () => {
     );
   });
 });
+
+describe('float16 weight storage on load', () => {
+  it('keeps matrices float16 (as asked, or as stored) and vectors float32', async () => {
+    const gpu = await testGpu();
+    const dir = folder({
+      'unet/diffusion_pytorch_model.safetensors': tensorFile([
+        ['m', [2, 2], [1, 0.5, -2, 0.1]],
+        ['v', [2], [3, 4]],
+      ]),
+      'unet/diffusion_pytorch_model.fp16.safetensors': tensorFile([
+        ['m', [2, 2], [1, 0.5, -2, 0.25], 'F16'],
+        ['v', [2], [3, 4], 'F16'],
+      ]),
+    });
+    const expected: ParamShapes = new Map([['m', [2, 2]], ['v', [2]]]);
+    const asked = await loadFolderComponent(gpu, dirModelFiles(dir), 'unet', expected, { halfWeights: true });
+    expect(asked.get('m')!.dtype).toBe('f16');
+    expect(asked.get('v')!.dtype).toBe('f32');
+    expect(Array.from(await asked.get('m')!.read())).toEqual([1, 0.5, -2, Math.fround(0.0999755859375)]);
+    const stored32 = await loadFolderComponent(gpu, dirModelFiles(dir), 'unet', expected, { halfWeights: 'as-stored' });
+    expect(stored32.get('m')!.dtype).toBe('f32');
+    const stored16 = await loadFolderComponent(gpu, dirModelFiles(dir), 'unet', expected, { halfWeights: 'as-stored', variant: 'fp16' });
+    expect(stored16.get('m')!.dtype).toBe('f16');
+    expect(Array.from(await stored16.get('m')!.read())).toEqual([1, 0.5, -2, 0.25]);
+  });
+});

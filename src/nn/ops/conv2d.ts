@@ -58,10 +58,10 @@ function geometry(name: string, x: Tensor, weight: Tensor, opts: Conv2dOptions):
   return { n, cIn, h, w, cOut, kh, kw, stride, top, left, ho: Math.floor((hp - kh) / stride) + 1, wo: Math.floor((wp - kw) / stride) + 1 };
 }
 
-function run(gpu: Gpu, entry: string, g: Geometry, gemmM: number, gemmN: number, batches: number, buffers: GPUBuffer[], hasBias = false) {
+function run(gpu: Gpu, entry: string, g: Geometry, gemmM: number, gemmN: number, batches: number, buffers: GPUBuffer[], hasBias = false, halfWeight = false) {
   const tilesN = Math.ceil(gemmN / TILE);
   const tilesM = Math.ceil(gemmM / TILE);
-  gpu.dispatch(kernel(gpu, fam, entry, { constants: { HAS_BIAS: hasBias ? 1 : 0 } }), {
+  gpu.dispatch(kernel(gpu, fam, entry, { constants: { HAS_BIAS: hasBias ? 1 : 0, W_F16: halfWeight ? 1 : 0 } }), {
     params: [
       u32(g.cIn),
       u32(g.h),
@@ -94,7 +94,8 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | undefined, opts
   }
   const y = Tensor.empty(x.gpu, [g.n, g.cOut, g.ho, g.wo]);
   // Without a bias the binding still needs a buffer; the weight stands in and is never read through it.
-  run(x.gpu, 'conv_forward', g, g.cOut, g.ho * g.wo, g.n, [x.buffer, weight.buffer, y.buffer, (bias ?? weight).buffer], !!bias);
+  if (x.dtype !== 'f32' || bias?.dtype === 'f16') throw new Error('conv2d: only the weight may be float16');
+  run(x.gpu, 'conv_forward', g, g.cOut, g.ho * g.wo, g.n, [x.buffer, weight.buffer, y.buffer, (bias ?? weight).buffer], !!bias, weight.dtype === 'f16');
   return y;
 }
 
@@ -118,9 +119,10 @@ export function conv2dBackward(
   const result: { dx?: Tensor; dweight?: Tensor; dbias?: Tensor } = {};
   if (need.input) {
     result.dx = Tensor.empty(gpu, x.shape);
-    run(gpu, 'conv_backward_input', g, g.cIn, g.h * g.w, g.n, [dy.buffer, weight.buffer, result.dx.buffer]);
+    run(gpu, 'conv_backward_input', g, g.cIn, g.h * g.w, g.n, [dy.buffer, weight.buffer, result.dx.buffer], false, weight.dtype === 'f16');
   }
   if (need.weight) {
+    if (weight.dtype === 'f16') throw new Error('conv2dBackward: a float16 weight is frozen and gets no gradient');
     result.dweight = Tensor.empty(gpu, weight.shape);
     run(gpu, 'conv_backward_weight', g, g.cOut, g.cIn * g.kh * g.kw, 1, [x.buffer, dy.buffer, result.dweight.buffer]);
   }

@@ -44,6 +44,7 @@ interface Gemm {
 }
 
 function gemm(gpu: Gpu, a: Tensor, b: Tensor, c: Tensor, g: Gemm): void {
+  if (c.dtype !== 'f32' || g.bias?.dtype === 'f16') throw new Error('matmul: only the A and B operands may be float16 (frozen weights)');
   const tilesN = Math.ceil(g.n / TILE);
   const tilesM = Math.ceil(g.m / TILE);
   const constants = {
@@ -51,6 +52,8 @@ function gemm(gpu: Gpu, a: Tensor, b: Tensor, c: Tensor, g: Gemm): void {
     TRANS_B: g.transB ? 1 : 0,
     HAS_BIAS: g.bias ? 1 : 0,
     ACCUMULATE: g.accumulate ? 1 : 0,
+    A_F16: a.dtype === 'f16' ? 1 : 0,
+    B_F16: b.dtype === 'f16' ? 1 : 0,
   };
   gpu.dispatch(kernel(gpu, fam, 'matmul', { constants }), {
     params: [
@@ -187,6 +190,9 @@ export function matmulBackward(
   if (!sameShape(dc.shape, g.outShape)) {
     throw new Error(`matmulBackward: dc must be [${g.outShape.join(', ')}], got [${dc.shape.join(', ')}]`);
   }
+  if ((need.a && a.dtype === 'f16') || (need.b && b.dtype === 'f16')) {
+    throw new Error('matmulBackward: a float16 operand is a frozen weight and gets no gradient');
+  }
   const gpu = a.gpu;
   const strideC = g.m * g.n;
   // An operand read at stride 0 over a batch > 1 gets one gradient: the sum of its batch's gradients.
@@ -245,6 +251,7 @@ export function linearBackward(
   const dy2 = dy.view([rows, out]);
   const result: { dx?: Tensor; dweight?: Tensor; dbias?: Tensor } = {};
   if (need.input) result.dx = matmul(dy2, weight).reshape(x.shape);
+  if (need.weight && weight.dtype === 'f16') throw new Error('linearBackward: a float16 weight is frozen and gets no gradient');
   if (need.weight) result.dweight = matmul(dy2, x.view([rows, inF]), { transA: true });
   if (need.bias) result.dbias = sumBroadcast(dy2, [out], 1);
   return result;
