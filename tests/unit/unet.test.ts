@@ -1,16 +1,15 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { readKohyaLora } from '../../src/models/lora';
+import { createLora, DEFAULT_TARGETS, kohyaName, loraTargets, OPTIONAL_TARGETS, readKohyaLora } from '../../src/models/lora';
 import { dirModelFiles } from '../../src/models/model-files-node';
 import { openSafetensorsFile } from '../../src/models/safetensors-node';
 import { UNet, unetParams, type UNetConfig } from '../../src/models/unet';
 import { loadFolderComponent } from '../../src/models/weights';
-import { kohyaName } from '../../src/models/lora';
 import { mseRows, mseRowsBackward } from '../../src/nn/ops/reduce';
 import { Ctx, Tape } from '../../src/nn/tape';
 import { Tensor } from '../../src/nn/tensor';
-import { relError } from '../helpers/check';
+import { relError, rng } from '../helpers/check';
 import { GOLDENS } from '../helpers/goldens';
 import { testGpu } from '../helpers/gpu';
 
@@ -83,5 +82,71 @@ describe('UNet with float16 weights', () => {
     const vsGolden = relError(got, await caseFile.readF32('out.eps_base'));
     console.log(`float16 weights: relative error against the float32 golden ${vsGolden.toExponential(2)}`);
     expect(vsGolden).toBeLessThanOrEqual(1e-2);
+  });
+});
+
+describe('LoRA on the optional targets (proj_in, proj_out, ff.net.0.proj, ff.net.2)', () => {
+  it('equals the base UNet with each LoRA merged into its weight, and trains every matrix', { timeout: 900_000 }, async () => {
+    const gpu = await testGpu();
+    const config = JSON.parse(readFileSync(join(DIR, 'unet/config.json'), 'utf8')) as UNetConfig;
+    const params = unetParams(config);
+    const weights = await loadFolderComponent(gpu, dirModelFiles(DIR), 'unet', params);
+    const unet = new UNet(gpu, config, weights);
+    const targets = loraTargets(params, [...DEFAULT_TARGETS, ...OPTIONAL_TARGETS]);
+    // 16 transformers x (8 attention + 4 optional) modules; proj_in / proj_out are 1x1 convs here.
+    expect(targets.size).toBe(16 * 12);
+    expect([...targets.values()].filter((t) => t.conv1x1).length).toBe(32);
+    const r = rng(5);
+    const lora = createLora(gpu, targets, 2, 3, r);
+    // A non-zero B, so the LoRA changes the output (createLora starts B at zero).
+    for (const m of lora.modules.values()) {
+      m.up.release();
+      const up = Tensor.from(gpu, Float32Array.from({ length: m.up.size }, () => (r() - 0.5) * 0.2), m.up.shape);
+      up.requiresGrad = true;
+      m.up = up;
+    }
+    unet.lora = lora;
+    const { file: caseFile } = await openSafetensorsFile(join(DIR, 'case.safetensors'));
+    const t = async (name: string) => Tensor.from(gpu, await caseFile.readF32(name), caseFile.info(name).shape);
+    const [sample, timesteps, ctxW, noise] = await Promise.all(['in.sample', 'in.timesteps', 'in.ctx_w', 'in.noise'].map(t));
+    const tape = new Tape();
+    const withLora = await unet.forward(new Ctx(gpu, tape), sample, timesteps, ctxW);
+
+    // The same model with W' = W + (alpha / r) B A in every targeted layer, and no LoRA.
+    const merged = new Map<string, Tensor>();
+    for (const [name, w] of weights) {
+      const module = name.endsWith('.weight') ? lora.modules.get(name.slice(0, -'.weight'.length)) : undefined;
+      if (!module) {
+        merged.set(name, w.ref());
+        continue;
+      }
+      const [a, b, base] = [await module.down.read(), await module.up.read(), await w.read()];
+      const [rank, inF] = module.down.shape;
+      const outF = module.up.shape[0];
+      const values = Float32Array.from(base);
+      for (let o = 0; o < outF; o++) for (let i = 0; i < inF; i++) {
+        let s = 0;
+        for (let k = 0; k < rank; k++) s += b[o * rank + k] * a[k * inF + i];
+        values[o * inF + i] += module.scale * s;
+      }
+      merged.set(name, Tensor.from(gpu, values, w.shape));
+    }
+    const plain = await new UNet(gpu, config, merged).forward(new Ctx(gpu), sample, timesteps, ctxW);
+    const got = await withLora.read();
+    expect(relError(got, await plain.read())).toBeLessThanOrEqual(1e-5);
+    expect(relError(got, await caseFile.readF32('out.eps_base'))).toBeGreaterThan(1e-3); // the LoRA did something
+
+    const err = mseRows(withLora, noise);
+    const derr = Tensor.from(gpu, [0.5, 0.5], [2]);
+    const grads = tape.backward(withLora, mseRowsBackward(withLora, noise, derr));
+    for (const [name, m] of lora.modules) {
+      for (const p of [m.down, m.up]) {
+        const g = grads.get(p);
+        expect(g, `${name} has a gradient`).toBeDefined();
+        expect((await g!.read()).some((v) => v !== 0), `${name} gradient is not zero`).toBe(true);
+      }
+    }
+    err.release();
+    tape.dispose();
   });
 });
