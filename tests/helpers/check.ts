@@ -2,18 +2,10 @@
 // against central finite differences of the float64 reference forward.
 
 import { expect } from 'vitest';
+import { mulberry32 } from '../../src/llm/random';
 
-/** A seeded generator (mulberry32), so every test sees the same data on every run. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A seeded generator, so every test sees the same data on every run. */
+export const rng = mulberry32;
 
 /** n values uniform in [-scale, scale), rounded to float32 so CPU and GPU see identical inputs. */
 export function randn(n: number, seed: number, scale = 1): Float64Array {
