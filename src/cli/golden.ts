@@ -16,9 +16,9 @@ import { ldmLayoutFromConfigs } from '../models/model-weights';
 import type { SafetensorsFile } from '../models/safetensors';
 import { openSafetensorsFile } from '../models/safetensors-node';
 import { loadClipTokenizer } from '../models/tokenizer-node';
-import { UNet, unetParams, type UNetConfig } from '../models/unet';
+import { loadUNet, loadUNetFromSingleFile, type UNet, unetParams, type UNetConfig } from '../models/unet';
 import { loadVae, loadVaeFromSingleFile, vaeDecode, vaeEncode } from '../models/vae';
-import { loadFolderComponent, loadSingleFileComponent, type ModelFiles } from '../models/weights';
+import type { ModelFiles } from '../models/weights';
 import { mseRows, mseRowsBackward, mseRowsDiff } from '../nn/ops/reduce';
 import { Ctx, Tape } from '../nn/tape';
 import { Tensor } from '../nn/tensor';
@@ -187,16 +187,12 @@ interface CaseJson {
   schedule?: Partial<SchedulerConfig>;
 }
 
-async function loadUNet(gpu: Gpu, dir: string, files: ModelFiles, single: SafetensorsFile | null, weightsPath?: string): Promise<UNet> {
+async function loadGoldenUNet(gpu: Gpu, dir: string, files: ModelFiles, single: SafetensorsFile | null, weightsPath?: string): Promise<UNet> {
+  // Weights stored as float16 in the file stay float16 on the GPU (exact); float32 ones stay float32.
+  const options = { halfWeights: 'as-stored' as const };
+  if (!single) return loadUNet(gpu, files, { ...options, variant: weightsPath?.includes('.fp16.') ? 'fp16' : undefined });
   const config = JSON.parse(readFileSync(join(dir, 'unet/config.json'), 'utf8')) as UNetConfig;
-  const params = unetParams(config);
-  // Weights stored as float16 in the file are kept float16 on the GPU (exact); float32 ones stay float32.
-  const fp16Variant = weightsPath?.includes('.fp16.') ?? false;
-  const halfWeights = 'as-stored';
-  const weights = single
-    ? await loadSingleFileComponent(gpu, single, 'unet', params, await ldmLayoutFromConfigs(files), { halfWeights })
-    : await loadFolderComponent(gpu, files, 'unet', params, { variant: fp16Variant ? 'fp16' : undefined, halfWeights });
-  return new UNet(gpu, config, weights);
+  return loadUNetFromSingleFile(gpu, single, config, await ldmLayoutFromConfigs(files), options);
 }
 
 /** Two [B, ...] tensors stacked into [2B, ...] (the matched and mismatched halves of a TPO batch). */
@@ -210,7 +206,7 @@ function stack(gpu: Gpu, a: Tensor, b: Tensor): Tensor {
 async function checkCase(gpu: Gpu, report: Report, dir: string, files: ModelFiles, single: SafetensorsFile | null, source: string, io: CliIO): Promise<void> {
   const meta = JSON.parse(readFileSync(join(dir, 'case.json'), 'utf8')) as CaseJson;
   const { file: golden, close } = await openSafetensorsFile(join(dir, 'case.safetensors'));
-  const unet = await loadUNet(gpu, dir, files, single, meta.weights);
+  const unet = await loadGoldenUNet(gpu, dir, files, single, meta.weights);
   const held: Tensor[] = [];
   const load = async (name: string) => {
     const t = Tensor.from(gpu, await golden.readF32(name), golden.info(name).shape);

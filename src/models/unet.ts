@@ -10,8 +10,10 @@ import * as F from '../nn/functional';
 import { timestepEmbedding } from '../nn/ops/timestep';
 import { Ctx, Tape } from '../nn/tape';
 import type { Tensor } from '../nn/tensor';
+import type { LdmLayout } from './ldm-keys';
 import type { Lora } from './lora';
-import type { ParamShapes } from './weights';
+import type { SafetensorsFile } from './safetensors';
+import { loadFolderComponent, loadSingleFileComponent, preferHalfWeights, readConfig, type ModelFiles, type ParamShapes, type UploadOptions } from './weights';
 
 export interface UNetConfig {
   in_channels: number;
@@ -403,4 +405,20 @@ export class UNet {
     ctx.free(h, no, act, tembAct);
     return out;
   }
+}
+
+/**
+ * Loads unet/ of a diffusers folder. Frozen matrices are stored as float16 where the adapter has
+ * 'shader-f16' (preferHalfWeights), float32 elsewhere, unless `halfWeights` says otherwise.
+ */
+export async function loadUNet(gpu: Gpu, files: ModelFiles, options: UploadOptions & { variant?: 'fp16' } = {}): Promise<UNet> {
+  const config = await readConfig<UNetConfig>(files, 'unet');
+  const weights = await loadFolderComponent(gpu, files, 'unet', unetParams(config), { ...options, halfWeights: options.halfWeights ?? preferHalfWeights(gpu) });
+  return new UNet(gpu, config, weights);
+}
+
+/** Loads the UNet of a single-file (LDM keys) checkpoint, with its config given; precision as loadUNet. */
+export async function loadUNetFromSingleFile(gpu: Gpu, file: SafetensorsFile, config: UNetConfig, layout: LdmLayout, options: UploadOptions = {}): Promise<UNet> {
+  const weights = await loadSingleFileComponent(gpu, file, 'unet', unetParams(config), layout, { ...options, halfWeights: options.halfWeights ?? preferHalfWeights(gpu) });
+  return new UNet(gpu, config, weights);
 }
