@@ -187,6 +187,12 @@ export class UNet {
     return this.weights.get(name);
   }
 
+  /** The weight of a 1x1 conv or linear layer as a [out, in] matrix (a frozen weight: an alias is fine). */
+  private matrix(name: string): Tensor {
+    const w = this.w(`${name}.weight`);
+    return w.view([w.shape[0], w.shape[1]]);
+  }
+
   private activeLora() {
     return this.loraEnabled ? this.lora : null;
   }
@@ -206,9 +212,7 @@ export class UNet {
 
   /** proj_in: NCHW [B, C, HW] -> tokens [B, HW, C'], a 1x1 conv (or linear) applied per position. */
   private projIn(ctx: Ctx, name: string, x: Tensor): Tensor {
-    const w = this.w(`${name}.weight`);
-    const w2 = w.view([w.shape[0], w.shape[1]]);
-    const y = F.matmul(ctx, x, w2, { transA: true, transB: true });
+    const y = F.matmul(ctx, x, this.matrix(name), { transA: true, transB: true });
     const yb = F.add(ctx, y, this.w(`${name}.bias`));
     ctx.free(y);
     const m = this.activeLora()?.modules.get(name);
@@ -222,8 +226,7 @@ export class UNet {
 
   /** proj_out: tokens [B, HW, C'] -> NCHW [B, C, HW]. */
   private projOut(ctx: Ctx, name: string, x: Tensor): Tensor {
-    const w = this.w(`${name}.weight`);
-    const y = F.matmul(ctx, w.view([w.shape[0], w.shape[1]]), x, { transB: true });
+    const y = F.matmul(ctx, this.matrix(name), x, { transB: true });
     const yb = F.add(ctx, y, this.w(`${name}.bias`), 1);
     ctx.free(y);
     const m = this.activeLora()?.modules.get(name);

@@ -38,10 +38,7 @@ interface TensorRef {
 
 const shapeText = (s: readonly number[]) => `[${s.join(', ')}]`;
 
-/**
- * Compares what a network expects with what a file offers; throws listing every problem at once.
- * `squeezable` tolerates trailing 1x1 dims (a conv stored for a linear layer).
- */
+/** Compares what a network expects with what a file offers; throws listing every problem at once. */
 export function checkParams(label: string, expected: ParamShapes, found: Map<string, number[]>): void {
   const missing: string[] = [];
   const misShaped: string[] = [];
