@@ -1,4 +1,4 @@
-// The dataset layer (browser-safe): model, operations, import, export. Node adapters: ./node-fs.
+// The dataset layer (browser-safe): model, operations, import, export, image preparation. Node adapters: ./node-fs, ./decode-node.
 export * from './types';
 export * from './dataset';
 export * from './image';
@@ -6,3 +6,6 @@ export * from './source';
 export * from './records';
 export * from './import';
 export * from './export';
+export * from './pixels';
+export * from './decode-browser';
+export * from './preference-records';
