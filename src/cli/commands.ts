@@ -1,8 +1,9 @@
 // The subcommand table. Each command lives in its own file; add new ones here (train, bench...).
 
 import type { Command } from './command';
+import { exportCommand } from './export';
 import { goldenCommand } from './golden';
 import { pairsCommand } from './pairs';
 import { planCommand } from './plan';
 
-export const COMMANDS: readonly Command[] = [goldenCommand, pairsCommand, planCommand];
+export const COMMANDS: readonly Command[] = [goldenCommand, pairsCommand, planCommand, exportCommand];

@@ -10,7 +10,8 @@ import { addNoise, alphasCumprod, ddimStep, ddimTimesteps, type SchedulerConfig,
 import type { Gpu } from '../gpu/gpu';
 import { openNodeGpu } from '../gpu/node';
 import { clipTextForward, loadClipTextModel, loadClipTextModelFromSingleFile } from '../models/clip-text';
-import { kohyaName, readKohyaLora } from '../models/lora';
+import { kohyaName } from '../models/lora';
+import { readLora } from '../models/lora-io';
 import { dirModelFiles } from '../models/model-files-node';
 import { ldmLayoutFromConfigs } from '../models/model-weights';
 import type { SafetensorsFile } from '../models/safetensors';
@@ -236,7 +237,7 @@ async function checkCase(gpu: Gpu, report: Report, dir: string, files: ModelFile
     if (!meta.lora || !existsSync(join(dir, meta.lora))) return;
     const { file: loraFile, close: closeLora } = await openSafetensorsFile(join(dir, meta.lora));
     try {
-      unet.lora = await readKohyaLora(gpu, loraFile, unetParams(unet.config));
+      unet.lora = await readLora(gpu, loraFile, unetParams(unet.config));
     } finally {
       await closeLora();
     }

@@ -5,7 +5,6 @@
 
 import type { Gpu } from '../gpu/gpu';
 import { Tensor } from '../nn/tensor';
-import type { SafetensorsFile } from './safetensors';
 import type { ParamShapes } from './weights';
 
 export interface LoraModule {
@@ -89,57 +88,6 @@ export function createLora(
     down.requiresGrad = true;
     up.requiresGrad = true;
     modules.set(name, { down, up, rank, alpha, scale: alpha / rank, conv1x1: t.conv1x1 });
-  }
-  return new Lora(modules);
-}
-
-/**
- * Reads a kohya-format LoRA (lora_unet_*.lora_down.weight / .lora_up.weight / .alpha) for the given UNet.
- * Every module must be one of the UNet's linear or 1x1-conv layers; anything else is refused by name.
- */
-export async function readKohyaLora(gpu: Gpu, file: SafetensorsFile, unetParams: ParamShapes): Promise<Lora> {
-  const candidates = loraTargets(unetParams, [...DEFAULT_TARGETS, ...OPTIONAL_TARGETS]);
-  const byKohya = new Map([...candidates.keys()].map((m) => [kohyaName(m), m]));
-  const groups = new Map<string, Set<string>>();
-  const unknown: string[] = [];
-  for (const key of file.names) {
-    const m = /^(lora_unet_[A-Za-z0-9_]+)\.(lora_down\.weight|lora_up\.weight|alpha)$/.exec(key);
-    if (!m || !byKohya.has(m[1])) {
-      unknown.push(key);
-      continue;
-    }
-    if (!groups.has(m[1])) groups.set(m[1], new Set());
-    groups.get(m[1])!.add(m[2]);
-  }
-  const where = file.source.name;
-  if (unknown.length) {
-    throw new Error(
-      `${where}: ${unknown.length} keys are not LoRA weights for this SD1.x UNet (${unknown.slice(0, 6).join(', ')}` +
-        `${unknown.length > 6 ? ', ...' : ''}). Text-encoder LoRAs and other architectures (SDXL, SD2) are not supported.`,
-    );
-  }
-  const modules = new Map<string, LoraModule>();
-  try {
-    for (const [kohya, parts] of groups) {
-      const module = byKohya.get(kohya)!;
-      if (!parts.has('lora_down.weight') || !parts.has('lora_up.weight')) throw new Error(`${where}: ${kohya} lacks lora_down or lora_up`);
-      const base = candidates.get(module)!;
-      const dInfo = file.info(`${kohya}.lora_down.weight`);
-      const uInfo = file.info(`${kohya}.lora_up.weight`);
-      const rank = dInfo.shape[0];
-      const okDown = dInfo.shape[1] === base.in && dInfo.shape.slice(2).every((d) => d === 1);
-      const okUp = uInfo.shape[0] === base.out && uInfo.shape[1] === rank && uInfo.shape.slice(2).every((d) => d === 1);
-      if (!okDown || !okUp) {
-        throw new Error(`${where}: ${kohya} has shapes [${dInfo.shape}] / [${uInfo.shape}], the UNet layer is ${base.out}x${base.in}`);
-      }
-      const alpha = parts.has('alpha') ? (await file.readF32(`${kohya}.alpha`))[0] : rank;
-      const down = Tensor.from(gpu, await file.readF32(`${kohya}.lora_down.weight`), [rank, base.in]);
-      const up = Tensor.from(gpu, await file.readF32(`${kohya}.lora_up.weight`), [base.out, rank]);
-      modules.set(module, { down, up, rank, alpha, scale: alpha / rank, conv1x1: base.conv1x1 });
-    }
-  } catch (e) {
-    new Lora(modules).release();
-    throw e;
   }
   return new Lora(modules);
 }

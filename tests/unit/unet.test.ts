@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { createLora, DEFAULT_TARGETS, kohyaName, loraTargets, OPTIONAL_TARGETS, readKohyaLora } from '../../src/models/lora';
+import { createLora, DEFAULT_TARGETS, kohyaName, loraTargets, OPTIONAL_TARGETS } from '../../src/models/lora';
+import { readLora } from '../../src/models/lora-io';
 import { dirModelFiles } from '../../src/models/model-files-node';
 import { openSafetensorsFile } from '../../src/models/safetensors-node';
 import { UNet, unetParams, type UNetConfig } from '../../src/models/unet';
@@ -27,7 +28,7 @@ describe('UNet backward into the LoRA', () => {
       const unet = new UNet(gpu, config, await loadFolderComponent(gpu, dirModelFiles(DIR), 'unet', params));
       const { file: caseFile } = await openSafetensorsFile(join(DIR, 'case.safetensors'));
       const { file: loraFile } = await openSafetensorsFile(join(DIR, 'lora.safetensors'));
-      unet.lora = await readKohyaLora(gpu, loraFile, params);
+      unet.lora = await readLora(gpu, loraFile, params);
       for (const p of unet.lora.params()) p.requiresGrad = true;
       const t = async (name: string) => Tensor.from(gpu, await caseFile.readF32(name), caseFile.info(name).shape);
       const [xt, timesteps, ctxW, noise] = await Promise.all(['out.x_t', 'in.timesteps', 'in.ctx_w', 'in.noise'].map(t));
