@@ -1,5 +1,8 @@
 // What a subcommand may touch of the outside world, injected so tests can run commands in-process.
 
+import type { Gpu } from '../gpu/gpu';
+import { openNodeGpu } from '../gpu/node';
+
 export interface OutStream {
   write(text: string): unknown;
   isTTY?: boolean;
@@ -13,6 +16,15 @@ export interface CliIO {
   cwd: string;
   /** Aborts on Ctrl-C (process IO) or when a test says so. */
   signal?: AbortSignal;
+  /** A GPU already open, used instead of opening one (tests share one so each kernel compiles once). */
+  gpu?: Gpu;
+}
+
+/** The command's GPU: io.gpu when given (left open), else a fresh one (destroyed by release). */
+export async function commandGpu(io: CliIO): Promise<{ gpu: Gpu; release: () => void }> {
+  if (io.gpu) return { gpu: io.gpu, release: () => {} };
+  const gpu = await openNodeGpu();
+  return { gpu, release: () => gpu.destroy() };
 }
 
 /** The real process's streams and environment; Ctrl-C aborts the signal (a second one exits at once). */

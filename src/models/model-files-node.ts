@@ -3,7 +3,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, join, relative, sep } from 'node:path';
 import { ModelLoadError, type ModelFiles } from './weights';
-import { openFileSource } from './safetensors-node';
+import { type FileSource, openFileSource } from './safetensors-node';
 
 export function dirModelFiles(dir: string): ModelFiles {
   let stat;
@@ -22,11 +22,18 @@ export function dirModelFiles(dir: string): ModelFiles {
     }
   };
   walk(dir, 0);
-  // Sources opened for reading stay open for the life of the process; the CLI is short-lived.
+  const opened: FileSource[] = [];
   return {
     name: basename(dir),
     list: () => paths,
-    open: (path) => openFileSource(join(dir, path)),
+    open: async (path) => {
+      const source = await openFileSource(join(dir, path));
+      opened.push(source);
+      return source;
+    },
     readText: async (path) => readFileSync(join(dir, path), 'utf8'),
+    close: async () => {
+      await Promise.all(opened.splice(0).map((s) => s.close()));
+    },
   };
 }

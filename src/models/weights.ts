@@ -20,6 +20,8 @@ export interface ModelFiles {
   list(): string[];
   open(path: string): Promise<ByteSource>;
   readText(path: string): Promise<string>;
+  /** Closes what open() opened (files on disk); weights already loaded stay on the GPU. */
+  close?(): Promise<void>;
 }
 
 export class ModelLoadError extends Error {

@@ -5,8 +5,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFile
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { CliIO } from '../../src/cli/io';
-import { main } from '../../src/cli/main';
+import { runCli } from '../helpers/cli';
 import { decodeLora } from '../../src/models/lora-io';
 import { memorySource, SafetensorsFile, writeSafetensors } from '../../src/models/safetensors';
 import { unetParams, type UNetConfig } from '../../src/models/unet';
@@ -18,13 +17,7 @@ const PARAMS = unetParams(JSON.parse(readFileSync(path.join(TINY, 'unet/config.j
 const tmp = mkdtempSync(path.join(tmpdir(), 'cli-export-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-async function run(argv: string[], cwd = tmp) {
-  let stdout = '';
-  let stderr = '';
-  const io: CliIO = { stdout: { write: (s: string) => (stdout += s) }, stderr: { write: (s: string) => (stderr += s), isTTY: false }, env: {}, cwd };
-  const status = await main(argv, io);
-  return { status, out: stdout, err: stderr };
-}
+const run = (argv: string[], cwd = tmp) => runCli(argv, { cwd });
 
 const decode = async (file: string) => decodeLora(await SafetensorsFile.open(memorySource(new Uint8Array(readFileSync(file)), path.basename(file))), PARAMS);
 

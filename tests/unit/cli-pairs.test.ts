@@ -4,6 +4,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { captureIO } from '../helpers/cli';
 import { parseTrainerJsonl } from '../../src/data/import';
 import { main } from '../../src/cli/main';
 import { type CliIO, ProgressBar } from '../../src/cli/io';
@@ -13,18 +14,7 @@ import { tinyModelDir } from '../helpers/llm/paths';
 
 const SECRET = 'sk-live-VERY-SECRET-4242424242';
 
-function capture(env: Record<string, string> = {}, signal?: AbortSignal) {
-  let stdout = '';
-  let stderr = '';
-  const io: CliIO = {
-    stdout: { write: (s: string) => (stdout += s) },
-    stderr: { write: (s: string) => (stderr += s), isTTY: false },
-    env,
-    cwd: '/',
-    signal,
-  };
-  return { io, out: () => stdout, err: () => stderr };
-}
+const capture = (env: Record<string, string> = {}, signal?: AbortSignal) => captureIO({ env, signal });
 
 const dirs: { cleanup: () => void }[] = [];
 afterEach(() => {

@@ -4,8 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { CliIO } from '../../src/cli/io';
-import { main } from '../../src/cli/main';
+import { runCli } from '../helpers/cli';
 import { formatBytes, planMemory } from '../../src/models/memory-plan';
 import { writeSafetensors } from '../../src/models/safetensors';
 import { SD15_UNET_CONFIG } from '../../src/models/sd15-configs';
@@ -15,23 +14,7 @@ const TINY = path.join(GOLDENS, 'tiny-sd15');
 const tmp = mkdtempSync(path.join(tmpdir(), 'cli-plan-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-function capture(cwd = '/') {
-  let stdout = '';
-  let stderr = '';
-  const io: CliIO = {
-    stdout: { write: (s: string) => (stdout += s) },
-    stderr: { write: (s: string) => (stderr += s), isTTY: false },
-    env: {},
-    cwd,
-  };
-  return { io, out: () => stdout, err: () => stderr };
-}
-
-async function run(argv: string[], cwd?: string) {
-  const c = capture(cwd);
-  const status = await main(argv, c.io);
-  return { status, out: c.out(), err: c.err() };
-}
+const run = (argv: string[], cwd?: string) => runCli(argv, { cwd });
 
 describe('tpo-lab plan', () => {
   it('is listed and has help', async () => {

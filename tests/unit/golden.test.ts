@@ -3,18 +3,11 @@
 
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { captureIO } from '../helpers/cli';
 import { main } from '../../src/cli/main';
 import { GOLDENS } from '../helpers/goldens';
 
-function capture() {
-  let out = '';
-  let err = '';
-  return {
-    io: { stdout: { write: (s: string) => (out += s) }, stderr: { write: (s: string) => (err += s) }, env: {}, cwd: process.cwd() },
-    out: () => out,
-    err: () => err,
-  };
-}
+const capture = () => captureIO({ cwd: process.cwd() });
 
 async function golden(args: string[]): Promise<{ status: number; out: string }> {
   const c = capture();

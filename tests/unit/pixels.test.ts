@@ -17,33 +17,9 @@ import {
   jpegOrientation,
   type RgbaImage,
 } from '../../src/data/pixels';
+import { pngChunk } from '../helpers/llm/files';
 
 // --- encoders -------------------------------------------------------------------------------------
-
-const CRC_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let n = 0; n < 256; n++) {
-    let c = n;
-    for (let k = 0; k < 8; k++) c = c & 1 ? 0xedb88320 ^ (c >>> 1) : c >>> 1;
-    t[n] = c >>> 0;
-  }
-  return t;
-})();
-
-function crc32(bytes: Uint8Array): number {
-  let c = 0xffffffff;
-  for (const b of bytes) c = CRC_TABLE[(c ^ b) & 0xff] ^ (c >>> 8);
-  return (c ^ 0xffffffff) >>> 0;
-}
-
-function chunk(type: string, data: Uint8Array): Buffer {
-  const len = Buffer.alloc(4);
-  len.writeUInt32BE(data.length);
-  const typed = Buffer.concat([Buffer.from(type, 'ascii'), Buffer.from(data)]);
-  const crc = Buffer.alloc(4);
-  crc.writeUInt32BE(crc32(typed));
-  return Buffer.concat([len, typed, crc]);
-}
 
 const PNG_SIGNATURE = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 
@@ -54,7 +30,7 @@ function ihdr(width: number, height: number, depth: number, colorType: number, i
   b[8] = depth;
   b[9] = colorType;
   b[12] = interlace;
-  return chunk('IHDR', b);
+  return pngChunk('IHDR', b);
 }
 
 /**
@@ -110,8 +86,8 @@ function rawPng(o: {
     PNG_SIGNATURE,
     ihdr(o.width, o.height, o.depth, o.colorType, o.interlace ? 1 : 0),
     ...(o.extra ?? []),
-    chunk('IDAT', deflateSync(Buffer.from(raw))),
-    chunk('IEND', new Uint8Array(0)),
+    pngChunk('IDAT', deflateSync(Buffer.from(raw))),
+    pngChunk('IEND', new Uint8Array(0)),
   ]);
 }
 
@@ -203,7 +179,7 @@ describe('decodeImageNode: PNG', () => {
 
     const palette = Buffer.from([255, 0, 0, 0, 255, 0, 0, 0, 255]);
     const pal = await decodeImageNode(
-      rawPng({ width: 3, height: 1, depth: 8, colorType: 3, sample: (x) => [x], extra: [chunk('PLTE', palette), chunk('tRNS', Buffer.from([255, 128]))] }),
+      rawPng({ width: 3, height: 1, depth: 8, colorType: 3, sample: (x) => [x], extra: [pngChunk('PLTE', palette), pngChunk('tRNS', Buffer.from([255, 128]))] }),
       'pal.png',
     );
     expect([px(pal, 0, 0), px(pal, 1, 0), px(pal, 2, 0)]).toEqual([
@@ -346,7 +322,7 @@ describe('refusals', () => {
 
   it('refuses an image whose header declares a huge size, before decoding it', async () => {
     // Only the header: decoding would fail for want of data, so the size message proves the check came first.
-    const huge = Buffer.concat([PNG_SIGNATURE, ihdr(100000, 100000, 8, 2), chunk('IEND', new Uint8Array(0))]);
+    const huge = Buffer.concat([PNG_SIGNATURE, ihdr(100000, 100000, 8, 2), pngChunk('IEND', new Uint8Array(0))]);
     expect(imageSize(huge)).toEqual({ width: 100000, height: 100000 });
     expect((await decodeError(huge, 'huge.png')).message).toMatch(/^huge\.png: the image is 100000x100000 pixels \(10000 MP\), more than the 67 MP/);
 

@@ -21,7 +21,8 @@ function crc32(bytes: Uint8Array): number {
   return (c ^ 0xffffffff) >>> 0;
 }
 
-function chunk(type: string, data: Uint8Array): Buffer {
+/** One PNG chunk: length, type, data, CRC-32. */
+export function pngChunk(type: string, data: Uint8Array): Buffer {
   const len = Buffer.alloc(4);
   len.writeUInt32BE(data.length);
   const typed = Buffer.concat([Buffer.from(type, 'ascii'), Buffer.from(data)]);
@@ -45,9 +46,9 @@ export function tinyPng(width = 2, height = 2, rgb: [number, number, number] = [
   }
   return Buffer.concat([
     Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    chunk('IHDR', ihdr),
-    chunk('IDAT', deflateSync(raw)),
-    chunk('IEND', new Uint8Array(0)),
+    pngChunk('IHDR', ihdr),
+    pngChunk('IDAT', deflateSync(raw)),
+    pngChunk('IEND', new Uint8Array(0)),
   ]);
 }
 
