@@ -5,5 +5,7 @@ import { exportCommand } from './export';
 import { goldenCommand } from './golden';
 import { pairsCommand } from './pairs';
 import { planCommand } from './plan';
+import { scoreCommand } from './score';
+import { trainCommand } from './train';
 
-export const COMMANDS: readonly Command[] = [goldenCommand, pairsCommand, planCommand, exportCommand];
+export const COMMANDS: readonly Command[] = [goldenCommand, pairsCommand, planCommand, trainCommand, scoreCommand, exportCommand];

@@ -1,0 +1,351 @@
+// The TPO trainer: one step = gradAccum micro-batches of B examples, each a reference forward (LoRA off,
+// no tape), a policy forward with a tape, the loss kernel, and a backward into the LoRA matrices only;
+// then one AdamW update with global-norm clipping. A step whose gradients are not finite is skipped by
+// the AdamW kernel itself (weights and moments untouched) and reported. Runs the same in the browser
+// worker and in Node: data comes in as examples plus a feature store, nothing here touches a file.
+
+import type { Gpu } from '../gpu/gpu';
+import { alphasCumprod, SD15_SCHEDULER, type SchedulerConfig } from '../diffusion/schedule';
+import { createLora, DEFAULT_TARGETS, loraTargets, type Lora } from '../models/lora';
+import { unetParams, type UNet } from '../models/unet';
+import { adamwStep, type AdamWParam } from '../nn/ops/adamw';
+import { mseRows, mseRowsBackward, mseRowsDiff } from '../nn/ops/reduce';
+import { accumulate, Ctx, Tape } from '../nn/tape';
+import { Tensor } from '../nn/tensor';
+import { batchTensors, drawNoise, type Features } from './batch';
+import type { TermRef, TrainExample } from './examples';
+import { learningRate, type LrSchedule } from './lr-schedule';
+import { defaultLossConfig, type LossMethod, parseMetrics, tpoLoss } from './losses';
+import { drawRandom, epochOrder } from './random';
+
+export interface TrainConfig {
+  method: LossMethod;
+  beta: number;
+  /** Negative-term clip in logit units; null turns it off. */
+  kappa: number | null;
+  lambdaD: number;
+  lambdaU: number;
+  /** Optimizer steps. */
+  steps: number;
+  batchSize: number;
+  gradAccum: number;
+  lr: number;
+  lrSchedule: LrSchedule;
+  warmupSteps: number;
+  adamBeta1: number;
+  adamBeta2: number;
+  adamEps: number;
+  weightDecay: number;
+  /** Global gradient-norm clip; 0 turns it off. */
+  maxGradNorm: number;
+  rank: number;
+  alpha: number;
+  targets: string[];
+  seed: number;
+  tMin: number;
+  tMax: number;
+  resolution: number;
+  /** Recompute each block in the backward instead of keeping its activations (less memory, ~30% slower). */
+  gradientCheckpointing: boolean;
+}
+
+/** The spec's defaults for a method. */
+export function defaultTrainConfig(method: LossMethod = 'tdpo'): TrainConfig {
+  const loss = defaultLossConfig(method);
+  return {
+    method,
+    beta: loss.beta,
+    kappa: loss.kappa,
+    lambdaD: loss.lambdaD,
+    lambdaU: loss.lambdaU,
+    steps: 1000,
+    batchSize: 1,
+    gradAccum: 1,
+    lr: 1e-4,
+    lrSchedule: 'constant',
+    warmupSteps: 0,
+    adamBeta1: 0.9,
+    adamBeta2: 0.999,
+    adamEps: 1e-8,
+    weightDecay: 1e-2,
+    maxGradNorm: 1,
+    rank: 8,
+    alpha: 8,
+    targets: [...DEFAULT_TARGETS],
+    seed: 0,
+    tMin: 0,
+    tMax: 999,
+    resolution: 512,
+    gradientCheckpointing: true,
+  };
+}
+
+/** Checks a config and says what is wrong with it. */
+export function validateTrainConfig(c: TrainConfig): void {
+  const bad = (m: string) => {
+    throw new Error(`training config: ${m}`);
+  };
+  const posInt = (k: keyof TrainConfig) => (!Number.isInteger(c[k]) || (c[k] as number) < 1) && bad(`${k} must be a whole number >= 1, got ${c[k]}`);
+  (['steps', 'batchSize', 'gradAccum', 'rank'] as const).forEach(posInt);
+  if (!(c.lr > 0) || !Number.isFinite(c.lr)) bad(`lr must be > 0, got ${c.lr}`);
+  if (!(c.beta > 0)) bad(`beta must be > 0, got ${c.beta}`);
+  if (!(c.alpha > 0)) bad(`alpha must be > 0, got ${c.alpha}`);
+  if (c.kappa !== null && !Number.isFinite(c.kappa)) bad(`kappa must be a number or null, got ${c.kappa}`);
+  if (!Number.isInteger(c.warmupSteps) || c.warmupSteps < 0) bad(`warmupSteps must be >= 0, got ${c.warmupSteps}`);
+  if (!(c.tMin >= 0 && c.tMax >= c.tMin && c.tMax <= 999 && Number.isInteger(c.tMin) && Number.isInteger(c.tMax))) bad(`timestep range ${c.tMin}..${c.tMax} must lie in 0..999`);
+  if (!(c.adamBeta1 >= 0 && c.adamBeta1 < 1 && c.adamBeta2 >= 0 && c.adamBeta2 < 1)) bad('Adam betas must lie in [0, 1)');
+  if (!(c.maxGradNorm >= 0)) bad(`maxGradNorm must be >= 0, got ${c.maxGradNorm}`);
+  if (c.targets.length === 0) bad('no LoRA targets');
+}
+
+/** Where the data stands: what a checkpoint needs, besides weights and moments, to continue exactly. */
+export interface TrainState {
+  /** Optimizer steps taken, skipped ones included (the LR schedule and the draws follow this). */
+  step: number;
+  /** Steps that updated the weights (AdamW's bias correction follows this). */
+  appliedSteps: number;
+  epoch: number;
+  /** The current epoch's example order and the next position in it. */
+  order: number[];
+  position: number;
+  /** Steps skipped for non-finite gradients (1-based). */
+  skipped: number[];
+}
+
+export interface StepReport {
+  /** 1-based. */
+  step: number;
+  epoch: number;
+  loss: number;
+  accuracy: number;
+  meanMargin: number;
+  errPolicyW: number;
+  errRefW: number;
+  errPolicyL: number;
+  errRefL: number;
+  clipFraction: number;
+  /** TKTO / KTO reference point z. */
+  tktoZ?: number;
+  gradNorm: number;
+  lr: number;
+  /** Seconds. */
+  stepTime: number;
+  skipped: boolean;
+}
+
+export interface OptimizerMoments {
+  m: Map<Tensor, Tensor>;
+  v: Map<Tensor, Tensor>;
+}
+
+export class Trainer {
+  readonly abar: Float64Array;
+  readonly params: Tensor[];
+  private readonly moments: OptimizerMoments;
+  private readonly normSq: Tensor;
+
+  /**
+   * `unet.lora` must be set (see createTrainerLora). `state` and `moments` come from a checkpoint, or are
+   * fresh when omitted.
+   */
+  constructor(
+    readonly gpu: Gpu,
+    readonly unet: UNet,
+    readonly examples: readonly TrainExample[],
+    readonly features: Features,
+    readonly config: TrainConfig,
+    public state: TrainState = { step: 0, appliedSteps: 0, epoch: 0, order: epochOrder(config.seed, 0, examples.length), position: 0, skipped: [] },
+    moments?: OptimizerMoments,
+    scheduler: SchedulerConfig = SD15_SCHEDULER,
+  ) {
+    validateTrainConfig(config);
+    if (!unet.lora) throw new Error('Trainer: the UNet has no LoRA to train');
+    if (examples.length === 0) throw new Error('Trainer: no training examples');
+    if (state.order.length !== examples.length) {
+      throw new Error(`the checkpoint's data order covers ${state.order.length} examples, the data has ${examples.length}; resume with the same data`);
+    }
+    this.abar = alphasCumprod(scheduler);
+    this.params = unet.lora.params();
+    this.moments = moments ?? {
+      m: new Map(this.params.map((p) => [p, Tensor.zeros(gpu, p.shape)])),
+      v: new Map(this.params.map((p) => [p, Tensor.zeros(gpu, p.shape)])),
+    };
+    this.normSq = Tensor.zeros(gpu, [1]);
+  }
+
+  get lora(): Lora {
+    return this.unet.lora!;
+  }
+
+  get optimizerMoments(): OptimizerMoments {
+    return this.moments;
+  }
+
+  get done(): boolean {
+    return this.state.step >= this.config.steps;
+  }
+
+  /** The next B examples in data order, moving to a new epoch (new order) when one runs out. */
+  private nextExamples(): TrainExample[] {
+    const out: TrainExample[] = [];
+    while (out.length < this.config.batchSize) {
+      if (this.state.position >= this.state.order.length) {
+        this.state.epoch++;
+        this.state.order = epochOrder(this.config.seed, this.state.epoch, this.examples.length);
+        this.state.position = 0;
+      }
+      out.push(this.examples[this.state.order[this.state.position++]]);
+    }
+    return out;
+  }
+
+  /** One optimizer step. */
+  async step(): Promise<StepReport> {
+    const c = this.config;
+    const started = performance.now();
+    const s = this.state.step;
+    const grads = new Map<Tensor, Tensor>();
+    const metrics: ReturnType<typeof parseMetrics>[] = [];
+    try {
+      for (let k = 0; k < c.gradAccum; k++) {
+        const batch = this.nextExamples();
+        const rows: TermRef[] = [...batch.map((e) => e.w), ...batch.map((e) => e.l)];
+        const { t, eps } = drawNoise(drawRandom(c.seed, 'noise', s, k), batch.length, this.features.keys.latentShape, c.tMin, c.tMax);
+        metrics.push(await this.microBatch(rows, t, eps, grads));
+      }
+      const lr = learningRate({ lr: c.lr, schedule: c.lrSchedule, warmupSteps: c.warmupSteps, totalSteps: c.steps }, s);
+      const params: AdamWParam[] = this.params.map((p) => {
+        if (!grads.has(p)) grads.set(p, Tensor.zeros(this.gpu, p.shape));
+        return { param: p, grad: grads.get(p)!, m: this.moments.m.get(p)!, v: this.moments.v.get(p)! };
+      });
+      adamwStep(this.gpu, params, this.normSq, this.state.appliedSteps + 1, {
+        lr,
+        beta1: c.adamBeta1,
+        beta2: c.adamBeta2,
+        eps: c.adamEps,
+        weightDecay: c.weightDecay,
+        maxGradNorm: c.maxGradNorm,
+      });
+      const normSq = (await this.normSq.read())[0];
+      const skipped = !Number.isFinite(normSq);
+      this.state.step++;
+      if (skipped) this.state.skipped.push(this.state.step);
+      else this.state.appliedSteps++;
+      const mean = (f: (m: (typeof metrics)[number]) => number) => metrics.reduce((a, m) => a + f(m), 0) / metrics.length;
+      const kto = c.method === 'tkto' || c.method === 'kto';
+      return {
+        step: this.state.step,
+        epoch: this.state.epoch,
+        loss: mean((m) => m.loss),
+        accuracy: mean((m) => m.accuracy),
+        meanMargin: mean((m) => m.meanMargin),
+        errPolicyW: mean((m) => m.errPolicyW),
+        errRefW: mean((m) => m.errRefW),
+        errPolicyL: mean((m) => m.errPolicyL),
+        errRefL: mean((m) => m.errRefL),
+        clipFraction: mean((m) => m.clipFraction),
+        ...(kto ? { tktoZ: mean((m) => m.tktoZ) } : {}),
+        gradNorm: Math.sqrt(normSq),
+        lr,
+        stepTime: (performance.now() - started) / 1000,
+        skipped,
+      };
+    } finally {
+      for (const g of grads.values()) g.release();
+    }
+  }
+
+  /** Forward and backward of one micro-batch; its LoRA gradients are added into `grads`. */
+  private async microBatch(rows: TermRef[], t: number[], eps: Float32Array, grads: Map<Tensor, Tensor>) {
+    const c = this.config;
+    const { gpu, unet } = this;
+    const inputs = await batchTensors(gpu, this.features, rows, t, eps, this.abar);
+    const tape = new Tape();
+    const owned: Tensor[] = [];
+    try {
+      unet.loraEnabled = false;
+      const epsRef = await unet.forward(new Ctx(gpu), inputs.xt, inputs.timesteps, inputs.ctx);
+      owned.push(epsRef);
+      unet.loraEnabled = true;
+      const epsPolicy = await unet.forward(new Ctx(gpu, tape), inputs.xt, inputs.timesteps, inputs.ctx, { checkpoint: c.gradientCheckpointing });
+      const errPolicy = mseRows(epsPolicy, inputs.noise);
+      const errDiff = mseRowsDiff(epsPolicy, epsRef, inputs.noise);
+      owned.push(epsPolicy, errPolicy, errDiff);
+      const loss = tpoLoss(gpu, errPolicy, errDiff, { method: c.method, beta: c.beta, kappa: c.kappa, lambdaD: c.lambdaD, lambdaU: c.lambdaU }, 1 / c.gradAccum);
+      owned.push(loss.dErrPolicy, loss.metrics);
+      const dEps = mseRowsBackward(epsPolicy, inputs.noise, loss.dErrPolicy);
+      owned.push(dEps);
+      const micro = tape.backward(epsPolicy, dEps);
+      for (const [p, g] of micro) accumulate(grads, p, g);
+      return parseMetrics(await loss.metrics.read());
+    } finally {
+      unet.loraEnabled = true;
+      tape.dispose();
+      for (const x of owned) x.release();
+      inputs.release();
+    }
+  }
+
+  /** Steps until the configured count, or until `control` stops it. */
+  async run(control: TrainControl, onStep: (r: StepReport) => void | Promise<void>): Promise<'done' | 'cancelled'> {
+    while (!this.done) {
+      if (await control.wait()) return 'cancelled';
+      await onStep(await this.step());
+    }
+    return 'done';
+  }
+
+  /** Releases the optimizer state (the LoRA stays with the UNet). */
+  release(): void {
+    for (const t of [...this.moments.m.values(), ...this.moments.v.values()]) t.release();
+    this.moments.m.clear();
+    this.moments.v.clear();
+    this.normSq.release();
+  }
+}
+
+/** A fresh LoRA for the UNet, initialised from the seed (A Kaiming-uniform, B zero). */
+export function createTrainerLora(gpu: Gpu, unet: UNet, config: Pick<TrainConfig, 'rank' | 'alpha' | 'targets' | 'seed'>): Lora {
+  const targets = loraTargets(unetParams(unet.config), config.targets);
+  if (targets.size === 0) throw new Error(`no UNet layer matches the LoRA targets ${config.targets.join(', ')}`);
+  return createLora(gpu, targets, config.rank, config.alpha, drawRandom(config.seed, 'lora-init'));
+}
+
+/**
+ * Pause / resume / cancel between steps. A step in flight always finishes, so the weights are never left
+ * half-updated.
+ */
+export class TrainControl {
+  private paused = false;
+  private cancelled = false;
+  private wake: (() => void) | null = null;
+
+  pause(): void {
+    this.paused = true;
+  }
+
+  resume(): void {
+    this.paused = false;
+    this.wake?.();
+  }
+
+  cancel(): void {
+    this.cancelled = true;
+    this.wake?.();
+  }
+
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  get isCancelled(): boolean {
+    return this.cancelled;
+  }
+
+  /** Waits while paused; true when the run should stop. */
+  async wait(): Promise<boolean> {
+    while (this.paused && !this.cancelled) await new Promise<void>((r) => (this.wake = r));
+    this.wake = null;
+    return this.cancelled;
+  }
+}
