@@ -3,14 +3,20 @@
 // [N, K] when TRANS_B. Batch strides are in elements; 0 broadcasts one matrix over the batch (a weight
 // shared by a batched input). The backward is this same kernel with the transposes swapped (see matmul.ts).
 //
-// Tiling: a workgroup of 16x16 threads owns a 64x64 tile of C, each thread 4x4 outputs. K is walked 16 at
-// a time: the workgroup stages a 64x16 slice of op(A) and a 16x64 slice of op(B) in workgroup memory, then
-// every thread does 4x4 multiply-adds per k from registers. A thread's outputs are rows ty + 16i and
-// columns tx + 16j (interleaved, not a 4x4 block), so neighbouring threads read neighbouring columns of the
-// B tile and write neighbouring columns of C.
+// Two entry points, the same product (gemmPlan in matmul.ts picks one per call):
+//   matmul         tiled (gemm-tile.wgsl): a workgroup of SIDE x SIDE threads owns a TILE x TILE tile of C,
+//                  each thread 4x4 outputs. K is walked TK at a time: the workgroup stages a TILE x TK slice
+//                  of op(A) and a TK x TILE slice of op(B) in workgroup memory, then every thread does 4x4
+//                  multiply-adds per k from registers.
+//   matmul_direct  the same threads and outputs, but every thread reads its operands straight from memory:
+//                  no workgroup memory and no barriers. For K <= TK, where each staged value would be used
+//                  for a single slice anyway.
+// A thread's outputs are rows ty + SIDE i and columns tx + SIDE j (interleaved, not a 4x4 block), so
+// neighbouring threads read neighbouring columns of B and write neighbouring columns of C.
 //
-// Any M, N, K: tile slices past the edge of A or B are loaded as zeros, and outputs past the edge of C are
-// not written. Every thread runs every barrier; only the loads and the final store are guarded.
+// Any M, N, K: elements of op(A) or op(B) past their edge read as zeros (op_a, op_b), and outputs past the
+// edge of C are not written. In the tiled kernel every thread runs every barrier; only loads and the final
+// store are guarded.
 //
 // The weight gradient of a broadcast operand needs a sum over the batch. Rather than a batched product
 // followed by a reduction, p.batch_sum input batches feed each output batch: the K loop simply continues
@@ -20,7 +26,7 @@ struct Params {
   m: u32,
   n: u32,
   k: u32,
-  tiles_n: u32,     // ceil(N / 64): workgroups are numbered with the N tile fastest, then M tile, then batch
+  tiles_n: u32,     // ceil(N / TILE): workgroups are numbered with the N tile fastest, then M tile, then batch
   tiles_m: u32,
   batches: u32,     // output batches
   batch_sum: u32,   // input batches summed into each output batch (1 for an ordinary product)
@@ -45,72 +51,106 @@ override ACCUMULATE: bool = false;
 override A_F16: bool = false;
 override B_F16: bool = false;
 
-// TILE, TK, the staged tiles, acc and multiply_tiles come from gemm-tile.wgsl.
+// SIDE, TILE, TK, the staged tiles, acc, multiply_tiles and multiply_direct come from gemm-tile.wgsl.
 
-@compute @workgroup_size(16, 16)
-fn matmul(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
-          @builtin(local_invocation_id) local: vec3u, @builtin(local_invocation_index) lid: u32) {
-  // Tiles are numbered over a 2-D grid (one dimension holds at most 65535 workgroups); the spare
-  // workgroups of the last grid row leave together, so the barriers below stay uniform.
+// op(A)[gm, gk] of the batch at a_base, or 0 past the edge.
+fn op_a(a_base: u32, gm: u32, gk: u32) -> f32 {
+  if (gm >= p.m || gk >= p.k) { return 0.0; }
+  let ia = a_base + select(gm * p.k + gk, gk * p.m + gm, TRANS_A);
+  return load_weight(mm_a[weight_word(ia, A_F16)], ia, A_F16);
+}
+
+// op(B)[gk, gn] of the batch at b_base, or 0 past the edge.
+fn op_b(b_base: u32, gk: u32, gn: u32) -> f32 {
+  if (gn >= p.n || gk >= p.k) { return 0.0; }
+  let ib = b_base + select(gk * p.n + gn, gn * p.k + gk, TRANS_B);
+  return load_weight(mm_b[weight_word(ib, B_F16)], ib, B_F16);
+}
+
+struct MmTile {
+  m0: u32,
+  n0: u32,
+  batch: u32,
+  valid: bool,  // false for the spare workgroups of the last grid row
+}
+
+// Tiles are numbered over a 2-D grid, since one dimension holds at most 65535 workgroups.
+fn mm_tile(wg: vec3u, nwg: vec3u) -> MmTile {
   let tile = wg.y * nwg.x + wg.x;
-  if (tile >= p.tiles_n * p.tiles_m * p.batches) { return; }
   let n0 = (tile % p.tiles_n) * TILE;
   let m0 = ((tile / p.tiles_n) % p.tiles_m) * TILE;
   let batch = tile / (p.tiles_n * p.tiles_m);
-  let tx = local.x;
-  let ty = local.y;
+  return MmTile(m0, n0, batch, batch < p.batches);
+}
 
-  for (var s = 0u; s < p.batch_sum; s = s + 1u) {
-    let in_batch = batch * p.batch_sum + s;
-    let a_base = in_batch * p.stride_a;
-    let b_base = in_batch * p.stride_b;
-    for (var k0 = 0u; k0 < p.k; k0 = k0 + TK) {
-      // 256 threads stage 1024 values of each slice, 4 apiece. The thread-to-element map follows the
-      // storage order so that neighbouring threads read neighbouring addresses.
-      for (var r = 0u; r < 4u; r = r + 1u) {
-        let e = lid + 256u * r;
-        // op(A) slice, 64 rows x 16 k. Stored [M, K]: k runs fastest in memory; stored [K, M]: m does.
-        let am = select(e / TK, e % TILE, TRANS_A);
-        let ak = select(e % TK, e / TILE, TRANS_A);
-        let gm = m0 + am;
-        let gk = k0 + ak;
-        var va = 0.0;
-        if (gm < p.m && gk < p.k) {
-          let ia = a_base + select(gm * p.k + gk, gk * p.m + gm, TRANS_A);
-          va = load_weight(mm_a[weight_word(ia, A_F16)], ia, A_F16);
-        }
-        tile_a[ak * PITCH + am] = va;
-        // op(B) slice, 16 k x 64 columns. Stored [K, N]: n runs fastest; stored [N, K]: k does.
-        let bn = select(e % TILE, e / TK, TRANS_B);
-        let bk = select(e / TILE, e % TK, TRANS_B);
-        let gn = n0 + bn;
-        let gkb = k0 + bk;
-        var vb = 0.0;
-        if (gn < p.n && gkb < p.k) {
-          let ib = b_base + select(gkb * p.n + gn, gn * p.k + gkb, TRANS_B);
-          vb = load_weight(mm_b[weight_word(ib, B_F16)], ib, B_F16);
-        }
-        tile_b[bk * PITCH + bn] = vb;
-      }
-      workgroupBarrier();
-      multiply_tiles(tx, ty);
-      // The next iteration overwrites the tiles: everyone must be done reading them.
-      workgroupBarrier();
-    }
-  }
-
-  let c_base = batch * p.m * p.n;
+fn mm_store(t: MmTile, tx: u32, ty: u32) {
+  let c_base = t.batch * p.m * p.n;
   for (var i = 0u; i < 4u; i = i + 1u) {
-    let gm = m0 + ty + 16u * i;
+    let gm = t.m0 + ty + SIDE * i;
     if (gm >= p.m) { continue; }
     for (var j = 0u; j < 4u; j = j + 1u) {
-      let gn = n0 + tx + 16u * j;
+      let gn = t.n0 + tx + SIDE * j;
       if (gn >= p.n) { continue; }
       let idx = c_base + gm * p.n + gn;
-      var v = p.alpha * acc[i * 4u + j];
+      var v = p.alpha * acc[i][j];
       if (HAS_BIAS) { v = v + mm_bias[gn]; }
       if (ACCUMULATE) { v = v + mm_c[idx]; }
       mm_c[idx] = v;
     }
   }
+}
+
+@compute @workgroup_size(SIDE, SIDE)
+fn matmul(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
+          @builtin(local_invocation_id) local: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let t = mm_tile(wg, nwg);
+  if (!t.valid) { return; }  // uniform across the workgroup, so the barriers below stay uniform
+  for (var s = 0u; s < p.batch_sum; s = s + 1u) {
+    let in_batch = t.batch * p.batch_sum + s;
+    let a_base = in_batch * p.stride_a;
+    let b_base = in_batch * p.stride_b;
+    for (var k0 = 0u; k0 < p.k; k0 = k0 + TK) {
+      // THREADS threads stage TILE * TK values of each slice, LOADS apiece. The thread-to-element map
+      // follows the storage order so that neighbouring threads read neighbouring addresses.
+      for (var r = 0u; r < LOADS; r = r + 1u) {
+        let e = lid + THREADS * r;
+        // op(A) slice, TILE rows x TK k. Stored [M, K]: k runs fastest in memory; stored [K, M]: m does.
+        let am = select(e / TK, e % TILE, TRANS_A);
+        let ak = select(e % TK, e / TILE, TRANS_A);
+        tile_a[ak * PITCH + am] = op_a(a_base, t.m0 + am, k0 + ak);
+        // op(B) slice, TK k x TILE columns. Stored [K, N]: n runs fastest; stored [N, K]: k does.
+        let bn = select(e % TILE, e / TK, TRANS_B);
+        let bk = select(e / TILE, e % TK, TRANS_B);
+        tile_b[bk * PITCH + bn] = op_b(b_base, k0 + bk, t.n0 + bn);
+      }
+      workgroupBarrier();
+      multiply_tiles(local.x, local.y);
+      // The next iteration overwrites the tiles: everyone must be done reading them.
+      workgroupBarrier();
+    }
+  }
+  mm_store(t, local.x, local.y);
+}
+
+@compute @workgroup_size(SIDE, SIDE)
+fn matmul_direct(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                 @builtin(local_invocation_id) local: vec3u) {
+  let t = mm_tile(wg, nwg);
+  // No barriers here, so threads without outputs simply leave.
+  if (!t.valid || t.m0 + local.y >= p.m || t.n0 + local.x >= p.n) { return; }
+  for (var s = 0u; s < p.batch_sum; s = s + 1u) {
+    let in_batch = t.batch * p.batch_sum + s;
+    let a_base = in_batch * p.stride_a;
+    let b_base = in_batch * p.stride_b;
+    let m = t.m0 + local.y;
+    let n = t.n0 + local.x;
+    for (var k = 0u; k < p.k; k = k + 1u) {
+      let a = vec4f(op_a(a_base, m, k), op_a(a_base, m + SIDE, k),
+                    op_a(a_base, m + 2u * SIDE, k), op_a(a_base, m + 3u * SIDE, k));
+      let b = vec4f(op_b(b_base, k, n), op_b(b_base, k, n + SIDE),
+                    op_b(b_base, k, n + 2u * SIDE), op_b(b_base, k, n + 3u * SIDE));
+      multiply_add(a, b);
+    }
+  }
+  mm_store(t, local.x, local.y);
 }

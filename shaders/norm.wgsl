@@ -7,6 +7,11 @@
 //   y = (x - mean) * rstd * gamma + beta,   rstd = 1 / sqrt(var + eps)   (biased variance, as PyTorch)
 //   dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),   g = dy * gamma,   xhat = (x - mean) * rstd
 //   dgamma[c] = sum dy * xhat,   dbeta[c] = sum dy   over every element that uses parameter c
+//
+// Workgroup size: NORM_WG threads share one segment (or, for the affine backward, one parameter), a power
+// of two from 32 to 256 that norm.ts picks from the element count so that each thread has several. Short
+// rows (a layer norm of a few dozen features) then do not leave most of a 256-thread workgroup idle at
+// every barrier, which on a CPU driver such as SwiftShader costs in proportion to the threads waiting there.
 
 struct Params {
   segments: u32,
@@ -19,24 +24,51 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 
-var<workgroup> red_a: array<f32, 256>;
-var<workgroup> red_b: array<f32, 256>;
+override NORM_WG: u32 = 256u;
 
-// Sums two values across the workgroup at once (used for mean(g) and mean(g * xhat) together).
-fn workgroup_sum2(lid: u32, a: f32, b: f32) -> vec2f {
-  red_a[lid] = a;
-  red_b[lid] = b;
+// Workgroup reductions: a halving tree while more than FOLD partials remain, then every thread folds the
+// last FOLD (or NORM_WG, if fewer) partials itself in the same order, so all get the same result. That is
+// 2 + log2(NORM_WG / FOLD) barriers instead of 2 + log2(NORM_WG); the fold's reads all hit one address at
+// a time, which workgroup memory broadcasts.
+const FOLD: u32 = 32u;
+var<workgroup> red: array<vec3f, NORM_WG>;
+
+// Sums two values across the workgroup at once (mean(g) and mean(g * xhat); dgamma and dbeta).
+fn workgroup_sum2(lid: u32, v: vec2f) -> vec2f {
+  red[lid] = vec3f(v, 0.0);
   workgroupBarrier();
-  for (var stride = 128u; stride > 0u; stride = stride / 2u) {
-    if (lid < stride) {
-      red_a[lid] = red_a[lid] + red_a[lid + stride];
-      red_b[lid] = red_b[lid] + red_b[lid + stride];
-    }
+  for (var stride = NORM_WG / 2u; stride >= FOLD; stride = stride / 2u) {
+    if (lid < stride) { red[lid] = red[lid] + red[lid + stride]; }
     workgroupBarrier();
   }
-  let r = vec2f(red_a[0], red_b[0]);
-  workgroupBarrier();  // everyone has read the result before the arrays are reused
-  return r;
+  var total = vec2f(0.0);
+  for (var i = 0u; i < min(NORM_WG, FOLD); i = i + 1u) { total = total + red[i].xy; }
+  workgroupBarrier();  // everyone has read the partials before `red` is reused
+  return total;
+}
+
+// Count, mean and sum of squared deviations (M2) of two disjoint sets combined (Chan et al.): exact in
+// exact arithmetic and, unlike E[x^2] - E[x]^2, free of cancellation when the mean is large next to the
+// spread, since every term is already relative to a mean.
+fn merge_moments(a: vec3f, b: vec3f) -> vec3f {
+  let n = a.x + b.x;
+  if (b.x == 0.0) { return a; }
+  let delta = b.y - a.y;
+  let wb = b.x / n;
+  return vec3f(n, a.y + delta * wb, a.z + b.z + delta * delta * a.x * wb);
+}
+
+fn workgroup_moments(lid: u32, m: vec3f) -> vec3f {
+  red[lid] = m;
+  workgroupBarrier();
+  for (var stride = NORM_WG / 2u; stride >= FOLD; stride = stride / 2u) {
+    if (lid < stride) { red[lid] = merge_moments(red[lid], red[lid + stride]); }
+    workgroupBarrier();
+  }
+  var total = red[0];
+  for (var i = 1u; i < min(NORM_WG, FOLD); i = i + 1u) { total = merge_moments(total, red[i]); }
+  workgroupBarrier();
+  return total;
 }
 
 fn param_index(s: u32, e: u32) -> u32 {
@@ -47,29 +79,41 @@ fn segment_index(wg: vec3u, nwg: vec3u) -> u32 {
   return wg.y * nwg.x + wg.x;
 }
 
-// ---- forward: one workgroup per segment; two passes (mean, then variance) for accuracy ----
+// ---- forward: one workgroup per segment. One pass over x for the statistics: each thread sums its
+//      elements relative to its own first one (the shift keeps the sum of squares from cancelling), turns
+//      that into its (count, mean, M2), and the workgroup merges those. ----
 @group(0) @binding(1) var<storage, read> fw_x: array<f32>;
 @group(0) @binding(2) var<storage, read> fw_gamma: array<f32>;
 @group(0) @binding(3) var<storage, read> fw_beta: array<f32>;
 @group(0) @binding(4) var<storage, read_write> fw_y: array<f32>;
 @group(0) @binding(5) var<storage, read_write> fw_stats: array<f32>;  // [segments, 2]: mean, rstd
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(NORM_WG)
 fn norm_forward(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
                 @builtin(local_invocation_index) lid: u32) {
   let s = segment_index(wg, nwg);
-  if (s >= p.segments) { return; }
+  if (s >= p.segments) { return; }  // uniform across the workgroup, so the barriers below stay uniform
   let base = s * p.seg_len;
-  var sum = 0.0;
-  for (var e = lid; e < p.seg_len; e = e + 256u) { sum = sum + fw_x[base + e]; }
-  let mean = workgroup_sum2(lid, sum, 0.0).x / f32(p.seg_len);
-  var sq = 0.0;
-  for (var e = lid; e < p.seg_len; e = e + 256u) {
-    let d = fw_x[base + e] - mean;
-    sq = sq + d * d;
+  var shift = 0.0;
+  if (lid < p.seg_len) { shift = fw_x[base + lid]; }
+  var count = 0u;
+  var s1 = 0.0;
+  var s2 = 0.0;
+  for (var e = lid; e < p.seg_len; e = e + NORM_WG) {
+    let d = fw_x[base + e] - shift;
+    s1 = s1 + d;
+    s2 = s2 + d * d;
+    count = count + 1u;
   }
-  let rstd = inverseSqrt(workgroup_sum2(lid, sq, 0.0).x / f32(p.seg_len) + p.eps);
-  for (var e = lid; e < p.seg_len; e = e + 256u) {
+  var mine = vec3f(0.0);
+  if (count > 0u) {
+    let n = f32(count);
+    mine = vec3f(n, shift + s1 / n, max(s2 - s1 * s1 / n, 0.0));
+  }
+  let moments = workgroup_moments(lid, mine);
+  let mean = moments.y;
+  let rstd = inverseSqrt(moments.z / f32(p.seg_len) + p.eps);
+  for (var e = lid; e < p.seg_len; e = e + NORM_WG) {
     let c = param_index(s, e);
     fw_y[base + e] = (fw_x[base + e] - mean) * rstd * fw_gamma[c] + fw_beta[c];
   }
@@ -86,7 +130,7 @@ fn norm_forward(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: 
 @group(0) @binding(4) var<storage, read> bx_dy: array<f32>;
 @group(0) @binding(5) var<storage, read_write> bx_dx: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(NORM_WG)
 fn norm_backward_input(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
                        @builtin(local_invocation_index) lid: u32) {
   let s = segment_index(wg, nwg);
@@ -96,13 +140,13 @@ fn norm_backward_input(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups
   let rstd = bx_stats[2u * s + 1u];
   var sum_g = 0.0;
   var sum_gx = 0.0;
-  for (var e = lid; e < p.seg_len; e = e + 256u) {
+  for (var e = lid; e < p.seg_len; e = e + NORM_WG) {
     let g = bx_dy[base + e] * bx_gamma[param_index(s, e)];
     sum_g = sum_g + g;
     sum_gx = sum_gx + g * (bx_x[base + e] - mean) * rstd;
   }
-  let sums = workgroup_sum2(lid, sum_g, sum_gx) / f32(p.seg_len);
-  for (var e = lid; e < p.seg_len; e = e + 256u) {
+  let sums = workgroup_sum2(lid, vec2f(sum_g, sum_gx)) / f32(p.seg_len);
+  for (var e = lid; e < p.seg_len; e = e + NORM_WG) {
     let g = bx_dy[base + e] * bx_gamma[param_index(s, e)];
     let xhat = (bx_x[base + e] - mean) * rstd;
     bx_dx[base + e] = rstd * (g - sums.x - xhat * sums.y);
@@ -117,7 +161,7 @@ fn norm_backward_input(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups
 @group(0) @binding(4) var<storage, read_write> ba_dgamma: array<f32>;
 @group(0) @binding(5) var<storage, read_write> ba_dbeta: array<f32>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(NORM_WG)
 fn norm_backward_affine(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
                         @builtin(local_invocation_index) lid: u32) {
   let c = segment_index(wg, nwg);
@@ -125,14 +169,14 @@ fn norm_backward_affine(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroup
   let outer = (p.segments * p.seg_len) / (p.channels * p.inner);
   var dg = 0.0;
   var db = 0.0;
-  for (var t = lid; t < outer * p.inner; t = t + 256u) {
+  for (var t = lid; t < outer * p.inner; t = t + NORM_WG) {
     let idx = ((t / p.inner) * p.channels + c) * p.inner + t % p.inner;
     let s = idx / p.seg_len;
     let xhat = (ba_x[idx] - ba_stats[2u * s]) * ba_stats[2u * s + 1u];
     dg = dg + ba_dy[idx] * xhat;
     db = db + ba_dy[idx];
   }
-  let sums = workgroup_sum2(lid, dg, db);
+  let sums = workgroup_sum2(lid, vec2f(dg, db));
   if (lid == 0u) {
     ba_dgamma[c] = sums.x;
     ba_dbeta[c] = sums.y;

@@ -40,6 +40,28 @@ const cases: Case[] = [
     bias: true,
   },
   {
+    // 33 output channels x 24x24 positions: the forward takes the 64x64 tile, just above both switches to
+    // the 32x32 one (M or N at most 32, or at most four 64x64 tiles); the other products here take 32x32.
+    name: '3x3 s1 p1, 33 output channels, 24x24 positions',
+    d: { n: 1, cIn: 2, h: 24, w: 24, cOut: 33, kh: 3, kw: 3, stride: 1, pad: [1, 1, 1, 1] },
+    padding: 1,
+    bias: true,
+  },
+  {
+    // One input channel: the forward's K is 9 and the weight gradient's 4x4 outputs give K = 16, so both
+    // take the direct (unstaged) kernels, at stride 2.
+    name: '3x3 s2 p1, one input channel',
+    d: { n: 1, cIn: 1, h: 7, w: 7, cOut: 5, kh: 3, kw: 3, stride: 2, pad: [1, 1, 1, 1] },
+    padding: 1,
+    bias: true,
+  },
+  {
+    // One output channel: the input gradient's K is 9, the direct kernel, gathering at stride 2.
+    name: '3x3 s2 pad (0, 0, 1, 1), one output channel',
+    d: { n: 2, cIn: 6, h: 7, w: 6, cOut: 1, kh: 3, kw: 3, stride: 2, pad: [0, 0, 1, 1] },
+    padding: [0, 0, 1, 1],
+  },
+  {
     // A 2x3 kernel at stride 3 skips input pixels (their gradient is zero); lopsided padding, no bias.
     name: '2x3 s3 pad (1, 0, 2, 1), no bias',
     d: { n: 2, cIn: 3, h: 8, w: 10, cOut: 7, kh: 2, kw: 3, stride: 3, pad: [1, 0, 2, 1] },

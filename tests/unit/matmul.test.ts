@@ -74,6 +74,22 @@ describe('matmul', () => {
     });
   }
 
+  // gemmPlan picks the 32x32 tile when M or N is at most 32 or M N is at most 4 64x64 tiles, the 64x64
+  // tile otherwise, and the direct (unstaged) kernel when K is at most 16; each product's gradients are
+  // products of other shapes again.
+  for (const [transA, transB] of [flags[0], flags[3]]) {
+    const tag = `${transA ? 'Aᵀ' : 'A'} @ ${transB ? 'Bᵀ' : 'B'}`;
+    it(`${tag}: each kernel variant, on both sides of its switch-over`, async () => {
+      await checkProduct({ m: 520, n: 33, k: 20, aLead: [], bLead: [], transA, transB }, 110); // 64 tile, N just above 32
+      await checkProduct({ m: 130, n: 32, k: 40, aLead: [2], bLead: [], transA, transB }, 120); // 32 tile, N = 32
+      await checkProduct({ m: 128, n: 128, k: 20, aLead: [], bLead: [], transA, transB }, 125); // 32 tile, 4 64-tiles
+      await checkProduct({ m: 129, n: 128, k: 20, aLead: [], bLead: [], transA, transB }, 128); // 64 tile, just above
+      await checkProduct({ m: 200, n: 100, k: 16, aLead: [], bLead: [], transA, transB }, 130); // direct, 64 tile, K = 16
+      await checkProduct({ m: 200, n: 100, k: 17, aLead: [], bLead: [], transA, transB }, 140); // tiled, K one past a slice
+      await checkProduct({ m: 9, n: 40, k: 5, aLead: [3], bLead: [3], transA, transB }, 150); // direct, 32 tile
+    });
+  }
+
   it('degenerate sizes: 1 x 1 x 1, a row times a column, K = 1', async () => {
     await checkProduct({ m: 1, n: 1, k: 1, aLead: [], bLead: [], alpha: 1 }, 50);
     await checkProduct({ m: 1, n: 1, k: 130, aLead: [3], bLead: [3] }, 60);

@@ -18,7 +18,7 @@ describe('group norm', () => {
       const gpu = await testGpu();
       const eps = 1e-6;
       const size = n * c * h * w;
-      // An offset mean checks the two-pass variance (one-pass E[x^2] - E[x]^2 loses digits here).
+      // An offset mean checks the variance for cancellation (E[x^2] - E[x]^2 would lose digits here).
       const x = randn(size, 1, 2).map((v) => Math.fround(v + 3));
       const gamma = randn(c, 2, 1.5);
       const beta = randn(c, 3);
@@ -47,11 +47,16 @@ describe('layer norm', () => {
     [1, 7],
     [3, 40],
     [77, 300], // a row longer than the workgroup
+    [5, 32], // a short row: 32 threads, one element each
+    [4, 256], // the longest row for 32 threads (8 each)
+    [3, 257], // one past it: 64 threads
+    [2, 2500], // 256 threads, the reduction's halving tree before its fold
   ]) {
     it(`[${rows}, ${d}]: forward and backward`, async () => {
       const gpu = await testGpu();
       const eps = 1e-5;
-      const x = randn(rows * d, 5, 3);
+      // Offset by 20 standard deviations: the one-pass statistics must not cancel.
+      const x = randn(rows * d, 5, 3).map((v) => Math.fround(v + 60));
       const gamma = randn(d, 6);
       const beta = randn(d, 7);
       const dy = randn(rows * d, 8);

@@ -1,14 +1,14 @@
 // 2-D convolution (shaders/conv2d.wgsl): forward next to its backward. NCHW, weight [Cout, Cin, KH, KW].
 
 import source from '../../../shaders/conv2d.wgsl?raw';
-import gemmTile from '../../../shaders/gemm-tile.wgsl?raw';
+import gemmTileSource from '../../../shaders/gemm-tile.wgsl?raw';
 import { u32, type Gpu } from '../../gpu/gpu';
 import { Tensor } from '../tensor';
 import { family, kernel } from './kernels';
-import { TILE, tileGrid } from './matmul';
+import { gemmPlan, tileConstants, tileGrid } from './matmul';
 import { sumBroadcast } from './reduce';
 
-const fam = family('conv2d', gemmTile, source);
+const fam = family('conv2d', gemmTileSource, source);
 
 export interface Conv2dOptions {
   /** Default 1. */
@@ -58,10 +58,13 @@ function geometry(name: string, x: Tensor, weight: Tensor, opts: Conv2dOptions):
   return { n, cIn, h, w, cOut, kh, kw, stride, top, left, ho: Math.floor((hp - kh) / stride) + 1, wo: Math.floor((wp - kw) / stride) + 1 };
 }
 
-function run(gpu: Gpu, entry: string, g: Geometry, gemmM: number, gemmN: number, batches: number, buffers: GPUBuffer[], hasBias = false, halfWeight = false) {
-  const tilesN = Math.ceil(gemmN / TILE);
-  const tilesM = Math.ceil(gemmM / TILE);
-  gpu.dispatch(kernel(gpu, fam, entry, { constants: { HAS_BIAS: hasBias ? 1 : 0, W_F16: halfWeight ? 1 : 0 } }), {
+/** One implicit-GEMM kernel of conv2d.wgsl, M x N x K per batch element (K summing over the batch for dW). */
+function run(gpu: Gpu, entry: string, g: Geometry, gemmM: number, gemmN: number, gemmK: number, batches: number, buffers: GPUBuffer[], hasBias = false, halfWeight = false) {
+  const { tile, direct } = gemmPlan(gemmM, gemmN, gemmK);
+  const tilesN = Math.ceil(gemmN / tile.tile);
+  const tilesM = Math.ceil(gemmM / tile.tile);
+  const constants = { ...tileConstants(tile), HAS_BIAS: hasBias ? 1 : 0, W_F16: halfWeight ? 1 : 0 };
+  gpu.dispatch(kernel(gpu, fam, direct ? `${entry}_direct` : entry, { constants }), {
     params: [
       u32(g.cIn),
       u32(g.h),
@@ -95,7 +98,7 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | undefined, opts
   const y = Tensor.empty(x.gpu, [g.n, g.cOut, g.ho, g.wo]);
   // Without a bias the binding still needs a buffer; the weight stands in and is never read through it.
   if (x.dtype !== 'f32' || bias?.dtype === 'f16') throw new Error('conv2d: only the weight may be float16');
-  run(x.gpu, 'conv_forward', g, g.cOut, g.ho * g.wo, g.n, [x.buffer, weight.buffer, y.buffer, (bias ?? weight).buffer], !!bias, weight.dtype === 'f16');
+  run(x.gpu, 'conv_forward', g, g.cOut, g.ho * g.wo, g.cIn * g.kh * g.kw, g.n, [x.buffer, weight.buffer, y.buffer, (bias ?? weight).buffer], !!bias, weight.dtype === 'f16');
   return y;
 }
 
@@ -119,12 +122,12 @@ export function conv2dBackward(
   const result: { dx?: Tensor; dweight?: Tensor; dbias?: Tensor } = {};
   if (need.input) {
     result.dx = Tensor.empty(gpu, x.shape);
-    run(gpu, 'conv_backward_input', g, g.cIn, g.h * g.w, g.n, [dy.buffer, weight.buffer, result.dx.buffer], false, weight.dtype === 'f16');
+    run(gpu, 'conv_backward_input', g, g.cIn, g.h * g.w, g.cOut * g.kh * g.kw, g.n, [dy.buffer, weight.buffer, result.dx.buffer], false, weight.dtype === 'f16');
   }
   if (need.weight) {
     if (weight.dtype === 'f16') throw new Error('conv2dBackward: a float16 weight is frozen and gets no gradient');
     result.dweight = Tensor.empty(gpu, weight.shape);
-    run(gpu, 'conv_backward_weight', g, g.cOut, g.cIn * g.kh * g.kw, 1, [x.buffer, dy.buffer, result.dweight.buffer]);
+    run(gpu, 'conv_backward_weight', g, g.cOut, g.cIn * g.kh * g.kw, g.n * g.ho * g.wo, 1, [x.buffer, dy.buffer, result.dweight.buffer]);
   }
   if (need.bias) result.dbias = sumBroadcast(dy, [g.cOut], g.ho * g.wo);
   return result;

@@ -1,18 +1,57 @@
 // Matrix multiply (shaders/matmul.wgsl) and the linear layer built on it, each forward next to its backward.
-// Every product, forward or backward, is the one tiled kernel: gradients are products with the transposes
-// swapped, so no transposed copy of anything is ever made.
+// Every product, forward or backward, is the one kernel (tiled, or its direct twin when K is short; see
+// gemmPlan): gradients are products with the transposes swapped, so no transposed copy is ever made.
 
 import source from '../../../shaders/matmul.wgsl?raw';
-import gemmTile from '../../../shaders/gemm-tile.wgsl?raw';
+import gemmTileSource from '../../../shaders/gemm-tile.wgsl?raw';
 import { f32, u32, type Gpu } from '../../gpu/gpu';
 import { numel, Tensor } from '../tensor';
 import { family, kernel } from './kernels';
 import { sumBroadcast } from './reduce';
 
-const fam = family('matmul', gemmTile, source);
+const fam = family('matmul', gemmTileSource, source);
 
-/** Output tile edge of the tiled kernels (matmul.wgsl, conv2d.wgsl): one workgroup per 64x64 tile. */
-export const TILE = 64;
+/**
+ * A tile shape of the tiled kernels (gemm-tile.wgsl, shared by matmul.wgsl and conv2d.wgsl): SIDE x SIDE
+ * threads per workgroup, one workgroup per TILE x TILE output tile (TILE = 4 SIDE).
+ */
+export interface GemmTile {
+  side: number;
+  tile: number;
+}
+
+/** 256 threads, 64x64 tiles: the shape for big products, where it reuses each staged value 64 times. */
+export const LARGE_TILE: GemmTile = { side: 16, tile: 64 };
+/** 64 threads, 32x32 tiles. */
+export const SMALL_TILE: GemmTile = { side: 8, tile: 32 };
+/** K staged per step by the tiled kernels (TK in gemm-tile.wgsl). */
+export const TILE_K = 16;
+
+/** How to run an M x N x K product (K including any batch summed inside the kernel). */
+export interface GemmPlan {
+  tile: GemmTile;
+  /** The barrier-free `_direct` entry point instead of the tiled one. */
+  direct: boolean;
+}
+
+/**
+ * When either side of the output is at most 32 (LoRA ranks, attention heads, single-pixel convolutions),
+ * a 64-wide tile would be at least half zeros, so the small tile does the same useful work with a quarter
+ * of the threads; and an output of at most four 64x64 tiles (tiny models) gets four times the workgroups
+ * from 32x32 ones. (On SwiftShader the small tile's pipeline also compiles in half the time.) When K fits one staged slice (LoRA up-projections, stride-2 weight
+ * gradients of tiny images), staging would cost a workgroup-memory round trip and two barriers for a single
+ * use of each value, so the direct kernels read the operands straight from memory instead (same threads,
+ * same outputs per thread).
+ */
+export function gemmPlan(m: number, n: number, k: number): GemmPlan {
+  const small = Math.min(m, n) <= SMALL_TILE.tile || m * n <= 4 * LARGE_TILE.tile * LARGE_TILE.tile;
+  return { tile: small ? SMALL_TILE : LARGE_TILE, direct: k <= TILE_K };
+}
+
+/** The pipeline constant that selects a tile shape (the SIDE override of gemm-tile.wgsl). */
+export function tileConstants(t: GemmTile): Record<string, number> {
+  return { SIDE: t.side };
+}
 
 /**
  * `count` workgroups (one per output tile) over a 2-D grid, since one grid dimension holds at most
@@ -45,9 +84,11 @@ interface Gemm {
 
 function gemm(gpu: Gpu, a: Tensor, b: Tensor, c: Tensor, g: Gemm): void {
   if (c.dtype !== 'f32' || g.bias?.dtype === 'f16') throw new Error('matmul: only the A and B operands may be float16 (frozen weights)');
-  const tilesN = Math.ceil(g.n / TILE);
-  const tilesM = Math.ceil(g.m / TILE);
+  const { tile, direct } = gemmPlan(g.m, g.n, g.k * g.batchSum);
+  const tilesN = Math.ceil(g.n / tile.tile);
+  const tilesM = Math.ceil(g.m / tile.tile);
   const constants = {
+    ...tileConstants(tile),
     TRANS_A: g.transA ? 1 : 0,
     TRANS_B: g.transB ? 1 : 0,
     HAS_BIAS: g.bias ? 1 : 0,
@@ -55,7 +96,7 @@ function gemm(gpu: Gpu, a: Tensor, b: Tensor, c: Tensor, g: Gemm): void {
     A_F16: a.dtype === 'f16' ? 1 : 0,
     B_F16: b.dtype === 'f16' ? 1 : 0,
   };
-  gpu.dispatch(kernel(gpu, fam, 'matmul', { constants }), {
+  gpu.dispatch(kernel(gpu, fam, direct ? 'matmul_direct' : 'matmul', { constants }), {
     params: [
       u32(g.m),
       u32(g.n),

@@ -41,6 +41,18 @@ function params(l: NormLayout) {
   return [u32(l.segments), u32(l.segLen), u32(l.groups), u32(l.inner), u32(l.channels), f32(l.eps)];
 }
 
+/**
+ * Threads per workgroup for `count` elements per workgroup (the NORM_WG override of norm.wgsl): about 8
+ * elements per thread, a power of two from 32 to 256. Long segments (SD's group norms, its 1280-wide layer
+ * norms) get 256 as before; short rows get fewer threads, since every thread waits at every barrier
+ * whether or not it has data.
+ */
+export function normWorkgroupSize(count: number): number {
+  let wg = 32;
+  while (wg < 256 && wg * 8 < count) wg *= 2;
+  return wg;
+}
+
 function perWorkgroup(count: number): [number, number] {
   return count <= 65535 ? [count, 1] : [32768, Math.ceil(count / 32768)];
 }
@@ -52,7 +64,7 @@ function normForward(x: Tensor, gamma: Tensor, beta: Tensor, layout: NormLayout)
   const gpu = x.gpu;
   const y = Tensor.empty(gpu, x.shape);
   const stats = Tensor.empty(gpu, [layout.segments, 2]);
-  gpu.dispatch(kernel(gpu, fam, 'norm_forward'), {
+  gpu.dispatch(kernel(gpu, fam, 'norm_forward', { constants: { NORM_WG: normWorkgroupSize(layout.segLen) } }), {
     params: params(layout),
     buffers: [x.buffer, gamma.buffer, beta.buffer, y.buffer, stats.buffer],
     workgroups: perWorkgroup(layout.segments),
@@ -82,7 +94,7 @@ export function normBackward(
   const out: { dx?: Tensor; dgamma?: Tensor; dbeta?: Tensor } = {};
   if (need.input) {
     out.dx = Tensor.empty(gpu, x.shape);
-    gpu.dispatch(kernel(gpu, fam, 'norm_backward_input'), {
+    gpu.dispatch(kernel(gpu, fam, 'norm_backward_input', { constants: { NORM_WG: normWorkgroupSize(layout.segLen) } }), {
       params: params(layout),
       buffers: [x.buffer, gamma.buffer, stats.buffer, dy.buffer, out.dx.buffer],
       workgroups: perWorkgroup(layout.segments),
@@ -91,7 +103,9 @@ export function normBackward(
   if (need.affine) {
     out.dgamma = Tensor.empty(gpu, [layout.channels]);
     out.dbeta = Tensor.empty(gpu, [layout.channels]);
-    gpu.dispatch(kernel(gpu, fam, 'norm_backward_affine'), {
+    gpu.dispatch(kernel(gpu, fam, 'norm_backward_affine', {
+      constants: { NORM_WG: normWorkgroupSize((layout.segments * layout.segLen) / layout.channels) },
+    }), {
       params: params(layout),
       buffers: [x.buffer, stats.buffer, dy.buffer, out.dgamma.buffer, out.dbeta.buffer],
       workgroups: perWorkgroup(layout.channels),
