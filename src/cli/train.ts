@@ -30,7 +30,7 @@ const OPTIONS: OptionTable = {
   model: { type: 'string', value: 'PATH', description: 'diffusers model folder (SD1.x layout)' },
   data: { type: 'string', value: 'FILE.jsonl', description: 'training data: TPO records (tdpo/tkto/sft), Diffusion-DPO records (dpo) or Diffusion-KTO records (kto)' },
   method: { type: 'string', value: 'NAME', description: METHODS.join(', '), default: 'tdpo' },
-  steps: { type: 'string', value: 'N', description: 'optimizer steps (with --resume: the new total)', default: '1000' },
+  steps: { type: 'string', value: 'N', description: 'optimizer steps (default 1000; with --resume: the new total, default the run\'s own)' },
   out: { type: 'string', value: 'DIR', description: 'output folder (metrics.jsonl, lora.safetensors, checkpoint/, scores.jsonl)' },
   resume: { type: 'string', value: 'DIR', description: 'continue the run in DIR from its checkpoint (model, data and settings come from it)' },
   lr: { type: 'string', value: 'LR', description: 'peak learning rate', default: '1e-4' },
@@ -349,6 +349,7 @@ async function trainLoop(
   const control = new TrainControl();
   const onAbort = () => control.cancel();
   io.signal?.addEventListener('abort', onAbort);
+  if (io.signal?.aborted) control.cancel();
   const bar = new ProgressBar(io.stderr, c.steps - trainer.state.step, 'train', !quiet);
   let skipped = 0;
   let outcome: 'done' | 'cancelled';
