@@ -16,7 +16,7 @@ export interface Features {
 
 const numel = (s: readonly number[]) => s.reduce((a, b) => a * b, 1);
 
-async function fetch(features: Features, key: string | undefined, n: number, what: string): Promise<Float32Array> {
+async function cachedValues(features: Features, key: string | undefined, n: number, what: string): Promise<Float32Array> {
   const values = key ? await features.store.get(key) : null;
   if (!values) throw new Error(`prepared features for ${what} are missing from the cache; prepare the data again`);
   if (values.length !== n) throw new Error(`cached features for ${what} hold ${values.length} values, ${n} expected; the cache was made for another model or resolution`);
@@ -31,8 +31,8 @@ export async function loadRows(features: Features, rows: readonly TermRef[]): Pr
   const x0 = new Float32Array(rows.length * nl);
   const ctx = new Float32Array(rows.length * nt);
   for (const [i, r] of rows.entries()) {
-    x0.set(await fetch(features, features.keys.latent.get(r.image), nl, r.image), i * nl);
-    ctx.set(await fetch(features, features.keys.text.get(r.caption), nt, `caption "${r.caption}"`), i * nt);
+    x0.set(await cachedValues(features, features.keys.latent.get(r.image), nl, r.image), i * nl);
+    ctx.set(await cachedValues(features, features.keys.text.get(r.caption), nt, `caption "${r.caption}"`), i * nt);
   }
   return { x0, ctx };
 }
