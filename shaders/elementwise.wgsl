@@ -189,7 +189,11 @@ fn concat_backward(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nw
   }
 }
 
-// ---- nearest 2x upsample: x [NC, H, W] -> y [NC, 2H, 2W]; p.n = output size, p.extra = W, p.inner = H ----
+// ---- nearest upsample: x [NC, H, W] -> y [NC, Ho, Wo]; p.n = output size, p.inner = H, p.extra = W,
+// p.b_size = Ho, Wo = the override UP_W_OUT (0: 2W). Output (oy, ox) copies input (oy * H / Ho, ox * W / Wo)
+// rounded down, PyTorch's "nearest": exactly x[oy / 2, ox / 2] at twice the size, and diffusers' upsampling
+// to a skip connection's odd size when the latent does not divide by 2 at every level.
+override UP_W_OUT: u32 = 0u;
 @group(0) @binding(1) var<storage, read> up_x: array<f32>;
 @group(0) @binding(2) var<storage, read_write> up_y: array<f32>;
 
@@ -198,15 +202,15 @@ fn upsample_forward(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) n
                     @builtin(local_invocation_index) lid: u32) {
   let i = flat_index(wg, nwg, lid);
   if (i >= p.n) { return; }
-  let w_out = 2u * p.extra;
-  let h_out = 2u * p.inner;
+  let w_out = select(UP_W_OUT, 2u * p.extra, UP_W_OUT == 0u);
+  let h_out = p.b_size;
   let ox = i % w_out;
   let oy = (i / w_out) % h_out;
   let nc = i / (w_out * h_out);
-  up_y[i] = up_x[(nc * p.inner + oy / 2u) * p.extra + ox / 2u];
+  up_y[i] = up_x[(nc * p.inner + oy * p.inner / h_out) * p.extra + ox * p.extra / w_out];
 }
 
-// ---- upsample backward: dx is the sum of the 2x2 block of dy it was copied to; p.n = input size ----
+// ---- upsample backward (2x only): dx is the sum of the 2x2 block of dy it was copied to; p.n = input size ----
 @group(0) @binding(1) var<storage, read> upb_dy: array<f32>;
 @group(0) @binding(2) var<storage, read_write> upb_dx: array<f32>;
 

@@ -6,6 +6,8 @@
 
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { concatBatch, decodeLatents, denoise, imagesToRgba, loadSchedulerConfig } from '../diffusion/pipeline';
+import { createSampler } from '../diffusion/samplers';
 import { addNoise, alphasCumprod, ddimStep, ddimTimesteps, type SchedulerConfig, SD15_SCHEDULER } from '../diffusion/schedule';
 import type { Gpu } from '../gpu/gpu';
 import { openNodeGpu } from '../gpu/node';
@@ -38,7 +40,8 @@ const OPTIONS: OptionTable = {
 
 const DESCRIPTION = `Checks the engine against reference outputs (diffusers, openai/CLIP, PyTorch autograd). With DIR, a
 diffusers model folder holding the goldens: case.json/case.safetensors (UNet activations and outputs, LoRA,
-TPO errors, losses and LoRA gradients) and encoders.json/encoders.safetensors (text encoder, VAE), each
+TPO errors, losses and LoRA gradients), encoders.json/encoders.safetensors (text encoder, VAE) and
+sample.json/sample.safetensors (text to image end to end: DDIM with and without guidance and LoRA), each
 run when its files are there. Tolerances (relative L2 error): 1e-4 for forward values and losses, 1e-3 for
 gradients; tokenizer ids and DDIM timesteps must match exactly.`;
 
@@ -173,6 +176,9 @@ async function checkModelFolder(gpu: Gpu, report: Report, dir: string, singleFil
     if (existsSync(join(dir, 'encoders.json')) && existsSync(join(dir, 'encoders.safetensors'))) {
       await checkEncoders(gpu, report, dir, files, single?.file ?? null, source);
     }
+    if (existsSync(join(dir, 'sample.json')) && existsSync(join(dir, 'sample.safetensors'))) {
+      await checkSample(gpu, report, dir, files, single?.file ?? null, source, io);
+    }
   } finally {
     await single?.close();
   }
@@ -194,14 +200,6 @@ async function loadGoldenUNet(gpu: Gpu, dir: string, files: ModelFiles, single: 
   if (!single) return loadUNet(gpu, files, { ...options, variant: weightsPath?.includes('.fp16.') ? 'fp16' : undefined });
   const config = JSON.parse(readFileSync(join(dir, 'unet/config.json'), 'utf8')) as UNetConfig;
   return loadUNetFromSingleFile(gpu, single, config, await ldmLayoutFromConfigs(files), options);
-}
-
-/** Two [B, ...] tensors stacked into [2B, ...] (the matched and mismatched halves of a TPO batch). */
-function stack(gpu: Gpu, a: Tensor, b: Tensor): Tensor {
-  const out = Tensor.empty(gpu, [a.shape[0] + b.shape[0], ...a.shape.slice(1)]);
-  gpu.copy(a.buffer, out.buffer, a.size * 4);
-  gpu.copy(b.buffer, out.buffer, b.size * 4, 0, a.size * 4);
-  return out;
 }
 
 async function checkCase(gpu: Gpu, report: Report, dir: string, files: ModelFiles, single: SafetensorsFile | null, source: string, io: CliIO): Promise<void> {
@@ -257,7 +255,7 @@ async function checkCase(gpu: Gpu, report: Report, dir: string, files: ModelFile
     held.push(xt);
     if (has('out.x_t')) report.error('tpo out.x_t', relativeError(await xt.read(), await want('out.x_t')), FORWARD_TOL);
     const b = x0.shape[0];
-    const [xt2, t2, ctx2, noise2] = [stack(gpu, xt, xt), stack(gpu, timesteps, timesteps), stack(gpu, ctxW, ctxL), stack(gpu, noise, noise)];
+    const [xt2, t2, ctx2, noise2] = [concatBatch(gpu, [xt, xt]), concatBatch(gpu, [timesteps, timesteps]), concatBatch(gpu, [ctxW, ctxL]), concatBatch(gpu, [noise, noise])];
     held.push(xt2, t2, ctx2, noise2);
 
     unet.loraEnabled = false;
@@ -372,3 +370,129 @@ async function checkEncoders(gpu: Gpu, report: Report, dir: string, files: Model
   }
 }
 
+
+interface SampleJson {
+  prompts: string[];
+  negative_prompt?: string;
+  height: number;
+  width: number;
+  eta?: number;
+  runs: Record<string, { steps: number; guidance_scale: number; lora: string | null; timesteps?: number[] }>;
+}
+
+/** "lora.safetensors, multiplier 0.5" -> the file and the multiplier (1 when not given). */
+function parseLoraSpec(spec: string): { file: string; multiplier: number } {
+  const [file, rest] = spec.split(',').map((x) => x.trim());
+  const m = rest?.match(/multiplier\s+(-?[\d.]+(?:e-?\d+)?)/);
+  return { file, multiplier: m ? Number(m[1]) : 1 };
+}
+
+/**
+ * sample.json: the prompts' ids, their text states, then each run of the sampler from the given starting
+ * latents: intermediate latents (where a mismatch starts), final latents, the decoded image and its bytes.
+ */
+async function checkSample(gpu: Gpu, report: Report, dir: string, files: ModelFiles, single: SafetensorsFile | null, source: string, io: CliIO): Promise<void> {
+  const meta = JSON.parse(readFileSync(join(dir, 'sample.json'), 'utf8')) as SampleJson;
+  const { file: golden, close } = await openSafetensorsFile(join(dir, 'sample.safetensors'));
+  const has = (name: string) => golden.tensors.has(name);
+  const want = (name: string) => golden.readF64(name);
+  const load = async (name: string) => Tensor.from(gpu, await golden.readF32(name), golden.info(name).shape);
+  const held: Tensor[] = [];
+  let unet: UNet | null = null;
+  let text: Awaited<ReturnType<typeof loadClipTextModel>> | null = null;
+  let vae: Awaited<ReturnType<typeof loadVae>> | null = null;
+  try {
+    const scheduler = await loadSchedulerConfig(files);
+    const tokenizer = await loadClipTokenizer(dir);
+    const idRows = async (name: string) => {
+      const ids = await golden.readF64(name);
+      const [n, len] = golden.info(name).shape;
+      return Array.from({ length: n }, (_, i) => Array.from(ids.subarray(i * len, (i + 1) * len)));
+    };
+    const inputIds = await idRows('in.input_ids');
+    const uncondIds = has('in.uncond_input_ids') ? await idRows('in.uncond_input_ids') : null;
+    const sameIds = (rows: number[][], prompts: string[]) => rows.every((r, i) => tokenizer.encodeForModel(prompts[i]).every((id, j) => id === r[j]));
+    const negative = meta.negative_prompt ?? '';
+    report.exact(`sample prompt ids${source}`, sameIds(inputIds, meta.prompts) && (!uncondIds || sameIds(uncondIds, meta.prompts.map(() => negative))), `${meta.prompts.length} prompts and the negative prompt`);
+
+    text = single ? await loadClipTextModelFromSingleFile(gpu, single, files) : await loadClipTextModel(gpu, files);
+    const cond = clipTextForward(text, inputIds);
+    held.push(cond);
+    if (has('text.cond')) report.error(`sample text.cond${source}`, relativeError(await cond.read(), await want('text.cond')), FORWARD_TOL);
+    const uncond = uncondIds ? clipTextForward(text, uncondIds) : null;
+    if (uncond) held.push(uncond);
+    if (uncond && has('text.uncond')) report.error(`sample text.uncond${source}`, relativeError(await uncond.read(), await want('text.uncond')), FORWARD_TOL);
+    text.release();
+    text = null;
+
+    unet = await loadGoldenUNet(gpu, dir, files, single);
+    vae = single ? await loadVaeFromSingleFile(gpu, single, files) : await loadVae(gpu, files);
+    const latents = await load('in.latents');
+    held.push(latents);
+    for (const [name, run] of Object.entries(meta.runs)) {
+      const sampler = createSampler('ddim', run.steps, scheduler);
+      sampler.release();
+      if (run.timesteps) {
+        const ok = sampler.timesteps.length === run.timesteps.length && sampler.timesteps.every((t, i) => t === run.timesteps![i]);
+        report.exact(`sample ${name} timesteps`, ok, ok ? `${run.steps} exact` : `got ${sampler.timesteps.join(',')}`);
+      }
+      unet.lora?.release();
+      unet.lora = null;
+      unet.loraScale = 1;
+      if (run.lora) {
+        const spec = parseLoraSpec(run.lora);
+        const { file, close: closeLora } = await openSafetensorsFile(join(dir, spec.file));
+        try {
+          unet.lora = await readLora(gpu, file, unetParams(unet.config));
+        } finally {
+          await closeLora();
+        }
+        unet.loraScale = spec.multiplier;
+      }
+      const steps = new Map<number, Float32Array>();
+      const final = await denoise(
+        unet,
+        { latents, cond, uncond },
+        {
+          sampler: 'ddim',
+          steps: run.steps,
+          guidance: run.guidance_scale,
+          eta: meta.eta ?? 0,
+          scheduler,
+          onStep: async (i, x) => {
+            if (has(`${name}.step${i}`)) steps.set(i, await x.read());
+          },
+        },
+      );
+      for (const [i, values] of steps) report.error(`sample ${name}.step${i}${source}`, relativeError(values, await want(`${name}.step${i}`)), FORWARD_TOL);
+      if (has(`${name}.latents`)) report.error(`sample ${name}.latents${source}`, relativeError(await final.read(), await want(`${name}.latents`)), FORWARD_TOL);
+      const image = decodeLatents(vae, final);
+      final.release();
+      const values = await image.read();
+      if (has(`${name}.image`)) report.error(`sample ${name}.image${source}`, relativeError(values, await want(`${name}.image`)), FORWARD_TOL);
+      if (has(`${name}.image_uint8`)) {
+        const expected = await want(`${name}.image_uint8`);
+        const rgba = imagesToRgba(values, image.shape);
+        const [b, c, h, w] = image.shape;
+        let worst = 0;
+        for (let i = 0; i < b; i++) {
+          for (let ch = 0; ch < c; ch++) {
+            for (let p = 0; p < h * w; p++) worst = Math.max(worst, Math.abs(rgba[i][p * 4 + ch] - expected[(i * c + ch) * h * w + p]));
+          }
+        }
+        report.exact(`sample ${name}.image_uint8${source}`, worst <= 1, `largest byte difference ${worst} (tol 1)`);
+      }
+      image.release();
+    }
+  } catch (e) {
+    io.stderr.write(`golden sample stopped: ${(e as Error).message}\n`);
+    report.exact('sample', false, (e as Error).message);
+  } finally {
+    for (const t of held) t.release();
+    text?.release();
+    vae?.release();
+    unet?.lora?.release();
+    unet?.release();
+    await close();
+  }
+}

@@ -13,6 +13,8 @@ export interface SchedulerConfig {
   steps_offset?: number;
   timestep_spacing?: string;
   prediction_type?: string;
+  clip_sample?: boolean;
+  thresholding?: boolean;
 }
 
 export const SD15_SCHEDULER: SchedulerConfig = {
@@ -46,12 +48,32 @@ export function alphasCumprod(c: SchedulerConfig = SD15_SCHEDULER): Float64Array
   return out;
 }
 
-/** DDIM inference timesteps, highest first ("leading" spacing plus steps_offset, SD1.5's setting). */
+/** numpy's round(): halves go to the even neighbour. */
+export function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return Math.abs(x % 1) === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+export type TimestepSpacing = 'leading' | 'linspace' | 'trailing';
+
+export function timestepSpacing(c: SchedulerConfig, fallback: TimestepSpacing): TimestepSpacing {
+  const s = c.timestep_spacing ?? fallback;
+  if (s !== 'leading' && s !== 'linspace' && s !== 'trailing') throw new Error(`timestep_spacing ${s} is not supported (use leading, linspace or trailing)`);
+  return s;
+}
+
+/**
+ * DDIM inference timesteps, highest first, as DDIMScheduler.set_timesteps spaces them: "leading" (SD1.5's
+ * default, plus steps_offset), "linspace" or "trailing".
+ */
 export function ddimTimesteps(steps: number, c: SchedulerConfig = SD15_SCHEDULER): number[] {
   const n = c.num_train_timesteps;
-  if ((c.timestep_spacing ?? 'leading') !== 'leading') throw new Error(`timestep_spacing ${c.timestep_spacing} is not supported`);
+  if (!Number.isInteger(steps) || steps < 1 || steps > n) throw new Error(`DDIM steps must be a whole number from 1 to ${n}, got ${steps}`);
+  const spacing = timestepSpacing(c, 'leading');
+  if (spacing === 'linspace') return Array.from({ length: steps }, (_, i) => roundHalfEven(steps === 1 ? 0 : ((n - 1) * (steps - 1 - i)) / (steps - 1)));
+  if (spacing === 'trailing') return Array.from({ length: steps }, (_, i) => roundHalfEven(n - (i * n) / steps) - 1);
   const ratio = Math.floor(n / steps);
-  return Array.from({ length: steps }, (_, i) => Math.round((steps - 1 - i) * ratio) + (c.steps_offset ?? 0));
+  return Array.from({ length: steps }, (_, i) => (steps - 1 - i) * ratio + (c.steps_offset ?? 0));
 }
 
 /** x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps for each example b at its own timestep t[b]. */
@@ -66,18 +88,41 @@ export function addNoise(x0: Tensor, eps: Tensor, timesteps: number[], abar: Flo
   return xt;
 }
 
-/** One deterministic DDIM step (eta 0) from timestep t with predicted noise eps. */
-export function ddimStep(sample: Tensor, eps: Tensor, t: number, steps: number, abar: Float64Array, c: SchedulerConfig = SD15_SCHEDULER): Tensor {
+/**
+ * DDIMScheduler.step's coefficients from timestep t: prev = cs * sample + ce * eps + std * noise, where
+ * x0 = (sample - sqrt(1 - aT) eps) / sqrt(aT) and prev = sqrt(aPrev) x0 + sqrt(1 - aPrev - std^2) eps + std z,
+ * std = eta * sqrt((1 - aPrev) / (1 - aT) * (1 - aT / aPrev)). eta 0 is deterministic.
+ */
+export function ddimCoefficients(t: number, steps: number, abar: Float64Array, c: SchedulerConfig = SD15_SCHEDULER, eta = 0): { cs: number; ce: number; std: number } {
   const prevT = t - Math.floor(c.num_train_timesteps / steps);
   const aT = abar[t];
   const aPrev = prevT >= 0 ? abar[prevT] : c.set_alpha_to_one ? 1 : abar[0];
-  // prev = sqrt(aPrev) * (sample - sqrt(1 - aT) eps) / sqrt(aT) + sqrt(1 - aPrev) eps
+  const std = eta * Math.sqrt(((1 - aPrev) / (1 - aT)) * (1 - aT / aPrev));
   const cs = Math.sqrt(aPrev / aT);
-  const ce = Math.sqrt(1 - aPrev) - Math.sqrt(aPrev) * Math.sqrt(1 - aT) / Math.sqrt(aT);
-  const a = scale(sample, cs);
-  const b = scale(eps, ce);
-  const out = add(a, b);
-  a.release();
-  b.release();
-  return out;
+  const ce = Math.sqrt(Math.max(0, 1 - aPrev - std * std)) - (Math.sqrt(aPrev) * Math.sqrt(1 - aT)) / Math.sqrt(aT);
+  return { cs, ce, std };
+}
+
+/** One deterministic DDIM step (eta 0) from timestep t with predicted noise eps. */
+export function ddimStep(sample: Tensor, eps: Tensor, t: number, steps: number, abar: Float64Array, c: SchedulerConfig = SD15_SCHEDULER): Tensor {
+  const { cs, ce } = ddimCoefficients(t, steps, abar, c);
+  return linearCombination([[sample, cs], [eps, ce]]);
+}
+
+/** sum_i w_i x_i over tensors of one shape (scale and add kernels; each term scaled in f32 as PyTorch does). */
+export function linearCombination(terms: readonly (readonly [Tensor, number])[]): Tensor {
+  if (terms.length === 0) throw new Error('linearCombination: no terms');
+  let acc: Tensor | null = null;
+  for (const [x, w] of terms) {
+    const scaled = scale(x, w);
+    if (!acc) {
+      acc = scaled;
+      continue;
+    }
+    const sum: Tensor = add(acc, scaled);
+    acc.release();
+    scaled.release();
+    acc = sum;
+  }
+  return acc!;
 }

@@ -162,6 +162,8 @@ export class UNet {
   /** The LoRA applied in forward; null or `loraEnabled = false` gives the reference (base) model. */
   lora: Lora | null = null;
   loraEnabled = true;
+  /** LoRA multiplier (A1111's `<lora:name:X>`): scales every module's alpha / rank; 1 as trained. */
+  loraScale = 1;
 
   constructor(
     readonly gpu: Gpu,
@@ -194,7 +196,7 @@ export class UNet {
   }
 
   private activeLora() {
-    return this.loraEnabled ? this.lora : null;
+    return this.loraEnabled && this.loraScale !== 0 ? this.lora : null;
   }
 
   /** Linear layer `name` on x [..., in], plus its LoRA delta when one targets it. */
@@ -204,7 +206,7 @@ export class UNet {
     if (!m) return y;
     const h = F.linear(ctx, x, m.down);
     const hu = F.linear(ctx, h, m.up);
-    const delta = F.scale(ctx, hu, m.scale);
+    const delta = F.scale(ctx, hu, m.scale * this.loraScale);
     const out = F.add(ctx, y, delta);
     ctx.free(y, h, hu, delta);
     return out;
@@ -218,7 +220,7 @@ export class UNet {
     const m = this.activeLora()?.modules.get(name);
     if (!m) return yb;
     const h = F.matmul(ctx, x, m.down, { transA: true, transB: true });
-    const hu = F.matmul(ctx, h, m.up, { transB: true, alpha: m.scale });
+    const hu = F.matmul(ctx, h, m.up, { transB: true, alpha: m.scale * this.loraScale });
     const out = F.add(ctx, yb, hu);
     ctx.free(yb, h, hu);
     return out;
@@ -232,7 +234,7 @@ export class UNet {
     const m = this.activeLora()?.modules.get(name);
     if (!m) return yb;
     const h = F.matmul(ctx, m.down, x, { transB: true });
-    const hu = F.matmul(ctx, m.up, h, { alpha: m.scale });
+    const hu = F.matmul(ctx, m.up, h, { alpha: m.scale * this.loraScale });
     const out = F.add(ctx, yb, hu);
     ctx.free(yb, h, hu);
     return out;
@@ -394,7 +396,10 @@ export class UNet {
         }
       }
       if (i < n - 1) {
-        const up = F.upsampleNearest2x(ctx, h);
+        // To the next skip's size: twice this one, unless the latent did not halve evenly on the way down
+        // (diffusers' forward_upsample_size).
+        const [sh, sw] = skips[skips.length - 1].shape.slice(2);
+        const up = F.upsampleNearest(ctx, h, sh, sw);
         ctx.free(h);
         h = F.conv2d(ctx, up, this.w(`up_blocks.${i}.upsamplers.0.conv.weight`), this.w(`up_blocks.${i}.upsamplers.0.conv.bias`), { padding: 1 });
         ctx.free(up);

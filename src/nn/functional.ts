@@ -103,6 +103,16 @@ export function upsampleNearest2x(ctx: Ctx, x: Tensor): Tensor {
   return y;
 }
 
+/**
+ * Nearest upsampling to [outH, outW]: twice the size is upsampleNearest2x (differentiable); other sizes
+ * (a UNet's odd skip sizes when sampling) run forward only, as training sizes always divide evenly.
+ */
+export function upsampleNearest(ctx: Ctx, x: Tensor, outH: number, outW: number): Tensor {
+  if (outH === 2 * x.shape[2] && outW === 2 * x.shape[3]) return upsampleNearest2x(ctx, x);
+  if (ctx.tape && x.requiresGrad) throw new Error(`upsampleNearest: no backward from ${x.shape[2]}x${x.shape[3]} to ${outH}x${outW}; train at a size the UNet halves evenly`);
+  return E.upsampleNearest(x, outH, outW);
+}
+
 export function attention(ctx: Ctx, q: Tensor, k: Tensor, v: Tensor, opts: A.AttentionOptions): Tensor {
   const { out, logsumexp } = A.attention(q, k, v, opts);
   if (ctx.tape && [q, k, v].some((t) => t.requiresGrad)) {

@@ -11,6 +11,7 @@ import {
   mul,
   mulBackward,
   scale,
+  upsampleNearest,
   upsampleNearest2x,
   upsampleNearest2xBackward,
   type Activation,
@@ -136,5 +137,22 @@ describe('scale, concat, upsample', () => {
       const dx = upsampleNearest2xBackward(Tensor.from(gpu, dy, [n, c, 2 * h, 2 * w]));
       expectGradient(await dx.read(), f, [x], 0, dy, 'upsample dx');
     }
+  });
+
+  it('nearest upsample to odd sizes (a UNet skip of an odd latent), as PyTorch picks the source pixel', async () => {
+    const gpu = await testGpu();
+    for (const [n, c, h, w, oh, ow] of [
+      [1, 2, 2, 2, 3, 4],
+      [3, 4, 3, 1, 5, 1],
+      [2, 1, 4, 3, 7, 5],
+    ]) {
+      const x = randn(n * c * h * w, 15);
+      const y = upsampleNearest(Tensor.from(gpu, x, [n, c, h, w]), oh, ow);
+      expect(y.shape).toEqual([n, c, oh, ow]);
+      expectClose(await y.read(), ref.upsampleNearest(x, n * c, h, w, oh, ow), 0, `upsample to ${oh}x${ow}`);
+    }
+    // Twice the size is the same picture as upsampleNearest2x.
+    const x = randn(2 * 3 * 4, 16);
+    expectClose(await upsampleNearest(Tensor.from(gpu, x, [1, 2, 3, 4]), 6, 8).read(), ref.upsampleNearest2x(x, 2, 3, 4), 0, 'upsample 2x');
   });
 });

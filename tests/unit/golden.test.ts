@@ -24,10 +24,11 @@ describe('tpo-lab golden', () => {
     const { status, out } = await golden([DIR]);
     expect(out).not.toMatch(/^FAIL/m);
     // Every kind of check ran: block activations, LoRA, TPO errors, losses, gradients, encoders.
-    for (const name of ['act.mid_block', 'out.eps_lora', 'out.err_ref_l', 'out.tdpo_loss', 'out.tkto_z', 'grad_tdpo (256 tensors)', 'grad_sft', 'text_encoder', 'vae decoder']) {
+    for (const name of ['act.mid_block', 'out.eps_lora', 'out.err_ref_l', 'out.tdpo_loss', 'out.tkto_z', 'grad_tdpo (256 tensors)', 'grad_sft', 'text_encoder', 'vae decoder',
+      'sample prompt ids', 'sample cfg7.5.step5', 'sample cfg1.latents', 'sample cfg7.5_lora.image', 'sample cfg7.5.image_uint8']) {
       expect(out).toMatch(new RegExp(`^PASS .*${name.replace(/[().]/g, '\\$&')}`, 'm'));
     }
-    expect(out).toMatch(/^32 passed, 0 failed$/m);
+    expect(out).toMatch(/^51 passed, 0 failed$/m);
     expect(status).toBe(0);
   });
 
@@ -35,7 +36,8 @@ describe('tpo-lab golden', () => {
     const { status, out } = await golden([DIR, '--single-file', join(GOLDENS, 'tiny-sd15-single.safetensors')]);
     expect(out).not.toMatch(/^FAIL/m);
     expect(out).toMatch(/^PASS .*out\.eps_base \(tiny-sd15-single\.safetensors\)/m);
-    expect(out).toMatch(/^32 passed, 0 failed$/m);
+    expect(out).toMatch(/^PASS .*sample cfg7\.5_lora\.latents \(tiny-sd15-single\.safetensors\)/m);
+    expect(out).toMatch(/^51 passed, 0 failed$/m);
     expect(status).toBe(0);
   });
 

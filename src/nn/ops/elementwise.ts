@@ -136,9 +136,18 @@ export function concatChannelsBackward(dy: Tensor, ca: number): { da: Tensor; db
 
 /** Nearest-neighbour 2x upsampling of [N, C, H, W] (diffusers' Upsample2D before its conv). */
 export function upsampleNearest2x(x: Tensor): Tensor {
+  return upsampleNearest(x, 2 * x.shape[2], 2 * x.shape[3]);
+}
+
+/**
+ * Nearest-neighbour upsampling of [N, C, H, W] to [N, C, outH, outW] (outH >= H, outW >= W), as PyTorch's
+ * F.interpolate(mode="nearest"): the UNet's upsamplers meet odd-sized skip connections this way.
+ */
+export function upsampleNearest(x: Tensor, outH: number, outW: number): Tensor {
   const [n, c, h, w] = x.shape;
-  const y = Tensor.empty(x.gpu, [n, c, 2 * h, 2 * w]);
-  run(x.gpu, 'upsample_forward', params(y.size, h, 1, w), [x.buffer, y.buffer], y.size);
+  if (!(outH >= h && outW >= w)) throw new Error(`upsampleNearest: [${x.shape}] cannot grow to ${outH}x${outW}`);
+  const y = Tensor.empty(x.gpu, [n, c, outH, outW]);
+  run(x.gpu, 'upsample_forward', params(y.size, h, outH, w), [x.buffer, y.buffer], y.size, outW === 2 * w ? undefined : { UP_W_OUT: outW });
   return y;
 }
 

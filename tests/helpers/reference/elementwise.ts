@@ -69,6 +69,17 @@ export function upsampleNearest2x(x: F64, nc: number, h: number, w: number): F64
   return y;
 }
 
+/** PyTorch's F.interpolate(mode="nearest") to [oh, ow]: source index floor(o * in / out). */
+export function upsampleNearest(x: F64, nc: number, h: number, w: number, oh: number, ow: number): F64 {
+  const y = new Float64Array(nc * oh * ow);
+  for (let c = 0; c < nc; c++) {
+    for (let oy = 0; oy < oh; oy++) {
+      for (let ox = 0; ox < ow; ox++) y[(c * oh + oy) * ow + ox] = x[(c * h + Math.floor((oy * h) / oh)) * w + Math.floor((ox * w) / ow)];
+    }
+  }
+  return y;
+}
+
 /** out[j] = sum_{o,k} x[(o * size + j) * inner + k] */
 export function sumBroadcast(x: F64, size: number, inner: number): F64 {
   const out = new Float64Array(size);
