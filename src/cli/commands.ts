@@ -5,7 +5,8 @@ import { exportCommand } from './export';
 import { goldenCommand } from './golden';
 import { pairsCommand } from './pairs';
 import { planCommand } from './plan';
+import { sampleCommand } from './sample';
 import { scoreCommand } from './score';
 import { trainCommand } from './train';
 
-export const COMMANDS: readonly Command[] = [goldenCommand, pairsCommand, planCommand, trainCommand, scoreCommand, exportCommand];
+export const COMMANDS: readonly Command[] = [goldenCommand, pairsCommand, planCommand, trainCommand, scoreCommand, sampleCommand, exportCommand];

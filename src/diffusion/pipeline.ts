@@ -15,7 +15,7 @@ import { scale } from '../nn/ops/elementwise';
 import { Ctx } from '../nn/tape';
 import { Tensor } from '../nn/tensor';
 import { drawRandom, normals } from '../tpo/random';
-import { createSampler, type SamplerName, SAMPLERS } from './samplers';
+import { createSampler, SAMPLER_LABELS, type SamplerName, SAMPLERS } from './samplers';
 import { linearCombination, roundHalfEven, SD15_SCHEDULER, type SchedulerConfig } from './schedule';
 
 export interface SampleSettings {
@@ -306,4 +306,53 @@ export async function loadSchedulerConfig(files: ModelFiles): Promise<SchedulerC
   if (!files.list().includes('scheduler/scheduler_config.json')) return { ...SD15_SCHEDULER };
   const raw = await readConfig<Partial<SchedulerConfig>>(files, 'scheduler');
   return { ...SD15_SCHEDULER, ...raw };
+}
+
+/** What a sampled image was made with, for its PNG text and the run's index. */
+export interface SampleRecord {
+  prompt: string;
+  seed: number;
+  settings: SampleSettings;
+  model: string;
+  /** The LoRA's name (file stem); absent, or loraScale 0, for the base model. */
+  lora?: string;
+}
+
+/**
+ * Automatic1111's "parameters" text: the prompt (with `<lora:name:scale>` as A1111 applies a LoRA), the
+ * negative prompt, then "Steps: ..., Sampler: ..., CFG scale: ..., Seed: ..., Size: WxH, Model: ...".
+ */
+export function a1111Parameters(r: SampleRecord): string {
+  const s = r.settings;
+  const lora = r.lora && s.loraScale !== 0 ? ` <lora:${r.lora}:${s.loraScale}>` : '';
+  const fields = [
+    `Steps: ${s.steps}`,
+    `Sampler: ${SAMPLER_LABELS[s.sampler]}`,
+    `CFG scale: ${s.guidance}`,
+    `Seed: ${r.seed}`,
+    `Size: ${s.width}x${s.height}`,
+    `Model: ${r.model}`,
+    ...(s.sampler === 'ddim' && s.eta !== 0 ? [`Eta DDIM: ${s.eta}`] : []),
+  ];
+  return `${r.prompt}${lora}\n${s.negativePrompt ? `Negative prompt: ${s.negativePrompt}\n` : ''}${fields.join(', ')}`;
+}
+
+/**
+ * RGBA images of one size laid out in a grid (rows of columns), `gap` pixels of white between them: the
+ * base-beside-LoRA comparison.
+ */
+export function imageGrid(rows: readonly (readonly Uint8Array[])[], width: number, height: number, gap = 4): { rgba: Uint8Array; width: number; height: number } {
+  const cols = Math.max(...rows.map((r) => r.length));
+  const gw = cols * width + (cols - 1) * gap;
+  const gh = rows.length * height + (rows.length - 1) * gap;
+  const out = new Uint8Array(gw * gh * 4).fill(255);
+  rows.forEach((row, r) =>
+    row.forEach((img, c) => {
+      for (let y = 0; y < height; y++) {
+        const dst = ((r * (height + gap) + y) * gw + c * (width + gap)) * 4;
+        out.set(img.subarray(y * width * 4, (y + 1) * width * 4), dst);
+      }
+    }),
+  );
+  return { rgba: out, width: gw, height: gh };
 }
