@@ -6,6 +6,8 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { DEFAULT_SAMPLE_SETTINGS, type SampleRecord, type SampleSettings, TextToImage } from '../diffusion/pipeline';
+import { SAMPLERS, type SamplerName } from '../diffusion/samplers';
 import type { Gpu } from '../gpu/gpu';
 import { DEFAULT_TARGETS, OPTIONAL_TARGETS } from '../models/lora';
 import { encodeLora, loraToHost, type LoraTrainingInfo } from '../models/lora-io';
@@ -22,6 +24,7 @@ import { createTrainerLora, defaultTrainConfig, type StepReport, TrainControl, t
 import { formatHelp, intOpt, numberOpt, type OptionTable, parseOptions, type ParsedValues, stringOpt, UsageError } from './args';
 import type { Command } from './command';
 import { type CliIO, commandGpu, ProgressBar } from './io';
+import { samplePng } from './sample';
 import { loadTrainingData, prepareTrainingFeatures } from './training-data';
 
 export const METHODS: readonly LossMethod[] = ['tdpo', 'tkto', 'sft', 'dpo', 'kto'];
@@ -63,6 +66,12 @@ const OPTIONS: OptionTable = {
   cache: { type: 'string', value: 'DIR', description: 'feature cache (latents, text states) (default: OUT/cache)' },
   dtype: { type: 'string', value: 'fp16|fp32', description: 'precision of OUT/lora.safetensors', default: 'fp16' },
   title: { type: 'string', value: 'TEXT', description: 'title written into the LoRA metadata' },
+  'sample-every': { type: 'string', value: 'N', description: 'draw preview samples every N steps into OUT/samples/step-N/ (0: never; the base model once at the start into OUT/samples/base/)', default: '0' },
+  'sample-prompts': { type: 'string', value: 'FILE.txt', description: 'preview prompts, one per line (needed with --sample-every)' },
+  'sample-steps': { type: 'string', value: 'N', description: 'sampling steps of a preview', default: '20' },
+  'sample-guidance': { type: 'string', value: 'G', description: 'guidance scale of the previews', default: '7.5' },
+  'sample-sampler': { type: 'string', value: 'NAME', description: `preview sampler: ${SAMPLERS.join(', ')}`, default: 'ddim' },
+  'sample-seed': { type: 'string', value: 'S', description: 'seed of every preview image (the same at every step, so they compare)', default: '0' },
   quiet: { type: 'boolean', short: 'q', description: 'no progress bar' },
   help: { type: 'boolean', short: 'h', description: 'show this help' },
 };
@@ -99,6 +108,17 @@ interface RunSettings {
   dtype: 'fp16' | 'fp32';
   title?: string;
   startedAt: number;
+  /** Preview samples (absent or every 0: none). */
+  previews?: PreviewSettings;
+}
+
+interface PreviewSettings {
+  every: number;
+  prompts: string[];
+  steps: number;
+  guidance: number;
+  sampler: SamplerName;
+  seed: number;
 }
 
 function choice<T extends string>(values: ParsedValues, name: string, allowed: readonly T[], fallback: T): T {
@@ -189,6 +209,35 @@ function metricsLine(r: StepReport): string {
   return `${JSON.stringify(o)}\n`;
 }
 
+async function previewSettings(values: ParsedValues, io: CliIO): Promise<PreviewSettings | undefined> {
+  const every = intOpt(values, 'sample-every', 0, 0);
+  const file = stringOpt(values, 'sample-prompts');
+  if (every === 0) {
+    if (file) throw new UsageError('--sample-prompts goes with --sample-every N');
+    return undefined;
+  }
+  if (!file) throw new UsageError('--sample-every needs --sample-prompts FILE.txt (one prompt per line)');
+  let text: string;
+  try {
+    text = await readFile(path.resolve(io.cwd, file), 'utf8');
+  } catch (e) {
+    throw new UsageError(`--sample-prompts ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  }
+  const prompts = text
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith('#'));
+  if (prompts.length === 0) throw new UsageError(`--sample-prompts ${file} holds no prompts`);
+  return {
+    every,
+    prompts,
+    steps: intOpt(values, 'sample-steps', 1, 20),
+    guidance: numberOpt(values, 'sample-guidance', 0, 7.5),
+    sampler: choice<SamplerName>(values, 'sample-sampler', SAMPLERS, 'ddim'),
+    seed: intOpt(values, 'sample-seed', 0, 0),
+  };
+}
+
 async function runTrain(argv: string[], io: CliIO): Promise<number> {
   const { values, positionals } = parseOptions(argv, OPTIONS);
   if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
@@ -247,6 +296,7 @@ async function runTrain(argv: string[], io: CliIO): Promise<number> {
       startedAt: Math.floor(Date.now() / 1000),
     };
     if (settings.holdout >= 1) throw new UsageError('--holdout must be below 1');
+    settings.previews = await previewSettings(values, io);
   }
 
   const data = await loadTrainingData(settings.data, config.method, { skipBadLines: settings.skipBadLines, negatives: settings.negatives });
@@ -260,11 +310,21 @@ async function runTrain(argv: string[], io: CliIO): Promise<number> {
   const { gpu, release: releaseGpu } = await commandGpu(io);
   let unet: UNet | null = null;
   let trainer: Trainer | null = null;
+  let previews: TextToImage | null = null;
   try {
     const features = await prepareTrainingFeatures(gpu, settings.model, [...train, ...heldOut], { resolution: config.resolution, cacheDir: settings.cache, quiet }, io);
     const half = settings.precision === 'auto' ? preferHalfWeights(gpu) : settings.precision === 'f16';
     const files = dirModelFiles(settings.model);
-    unet = await loadUNet(gpu, files, { halfWeights: half }).finally(() => files.close?.());
+    try {
+      unet = await loadUNet(gpu, files, { halfWeights: half });
+      if (settings.previews) {
+        // The text encoder encodes the preview prompts once and is let go; the VAE stays for decoding.
+        previews = await TextToImage.load(unet, files);
+        await previews.keepOnly([...settings.previews.prompts, '']);
+      }
+    } finally {
+      await files.close?.();
+    }
     if (resumeFiles) {
       const { saved, moments } = await loadCheckpoint(gpu, unet, resumeFiles);
       await resumeCheck(saved, train);
@@ -274,8 +334,9 @@ async function runTrain(argv: string[], io: CliIO): Promise<number> {
       unet.lora = createTrainerLora(gpu, unet, config);
       trainer = new Trainer(gpu, unet, train, features, config);
     }
-    return await trainLoop(gpu, trainer, { train, heldOut }, features, settings, out, io, quiet);
+    return await trainLoop(gpu, trainer, { train, heldOut }, features, settings, out, io, quiet, previews);
   } finally {
+    previews?.release();
     trainer?.release();
     unet?.lora?.release();
     unet?.release();
@@ -319,6 +380,7 @@ async function trainLoop(
   out: string,
   io: CliIO,
   quiet: boolean,
+  previews: TextToImage | null,
 ): Promise<number> {
   const say = (text: string) => io.stderr.write(`${text}\n`);
   const c = trainer.config;
@@ -346,6 +408,27 @@ async function trainLoop(
     }
   };
 
+  // Previews: fixed prompts and seed, so the images of different steps compare. Sampling draws nothing from
+  // the trainer's random streams and restores the LoRA switch, so it leaves the run exactly as it was.
+  const preview = async (folder: string, loraScale: number) => {
+    const p = settings.previews;
+    if (!previews || !p) return;
+    const dir = path.join(out, 'samples', folder);
+    const sampleSettings: SampleSettings = { ...DEFAULT_SAMPLE_SETTINGS, sampler: p.sampler, steps: p.steps, guidance: p.guidance, width: c.resolution, height: c.resolution, loraScale };
+    await mkdir(dir, { recursive: true });
+    const index = [];
+    for (const [i, prompt] of p.prompts.entries()) {
+      const [image] = await previews.sample([{ prompt, seed: p.seed }], sampleSettings);
+      const file = `${String(i).padStart(3, '0')}-${p.seed}.png`;
+      const record: SampleRecord = { prompt, seed: p.seed, settings: sampleSettings, model: path.basename(settings.model), lora: loraScale ? `step-${trainer.state.step}` : undefined };
+      await writeAtomic(path.join(dir, file), samplePng(image, record));
+      index.push({ file, prompt, seed: p.seed });
+    }
+    await writeAtomic(path.join(dir, 'index.json'), `${JSON.stringify({ step: trainer.state.step, lora: loraScale !== 0, ...sampleSettings, images: index }, null, 2)}\n`);
+    say(`samples of ${loraScale ? `step ${trainer.state.step}` : 'the base model'} in ${dir}`);
+  };
+  if (settings.previews && !existsSync(path.join(out, 'samples', 'base', 'index.json'))) await preview('base', 0);
+
   const control = new TrainControl();
   const onAbort = () => control.cancel();
   io.signal?.addEventListener('abort', onAbort);
@@ -363,6 +446,7 @@ async function trainLoop(
       bar.tick(1, `loss ${r.loss.toPrecision(4)} acc ${r.accuracy.toFixed(2)} |g| ${r.gradNorm.toPrecision(3)}`);
       if (r.step % settings.checkpointEvery === 0 && r.step < c.steps) await writeCheckpoint(out, await saveCheckpoint(trainer, info()));
       if (settings.scoreEvery > 0 && r.step % settings.scoreEvery === 0 && r.step < c.steps) await score();
+      if (settings.previews && r.step % settings.previews.every === 0) await preview(`step-${r.step}`, 1);
     });
   } finally {
     io.signal?.removeEventListener('abort', onAbort);
@@ -375,6 +459,7 @@ async function trainLoop(
   }
   const lora = await encodeLora(await loraToHost(trainer.lora), { format: 'kohya', dtype: settings.dtype, info: info() });
   await writeAtomic(path.join(out, 'lora.safetensors'), lora);
+  if (settings.previews && c.steps % settings.previews.every !== 0) await preview(`step-${c.steps}`, 1);
   await score();
   if (!io.stderr.isTTY) say(`trained ${c.steps} steps${skipped ? ` (${skipped} skipped for non-finite gradients)` : ''}`);
   io.stdout.write(`wrote ${path.join(out, 'lora.safetensors')} (${trainer.lora.modules.size} modules, rank ${c.rank}, ${settings.dtype}), metrics.jsonl, checkpoint/${settings.scoreDraws ? ', scores.jsonl' : ''}\n`);

@@ -253,9 +253,36 @@ export class TextToImage {
     return this.unet.gpu;
   }
 
+  /** Text states of prompts encoded before the text encoder was let go (see keepOnly). */
+  private readonly cached = new Map<string, Float32Array>();
+  private textReleased = false;
+
   /** Text states [B, 77, D] of prompts. */
   encode(prompts: readonly string[]): Tensor {
+    if (prompts.every((p) => this.cached.has(p))) {
+      const rows = prompts.map((p) => this.cached.get(p)!);
+      const n = rows[0].length;
+      const values = new Float32Array(rows.length * n);
+      rows.forEach((r, i) => values.set(r, i * n));
+      return Tensor.from(this.gpu, values, [rows.length, this.tokenizer.maxLength, n / this.tokenizer.maxLength]);
+    }
+    if (this.textReleased) throw new Error(`the text encoder was released; only these prompts can be drawn: ${[...this.cached.keys()].join(' | ')}`);
     return clipTextForward(this.text, prompts.map((p) => this.tokenizer.encodeForModel(p)));
+  }
+
+  /**
+   * Encodes `prompts` once, keeps their states on the host and releases the text encoder: a trainer's
+   * previews draw the same prompts for the whole run, and the encoder's memory is better spent on training.
+   */
+  async keepOnly(prompts: readonly string[]): Promise<void> {
+    for (const p of new Set(prompts)) {
+      if (this.cached.has(p)) continue;
+      const states = this.encode([p]);
+      this.cached.set(p, await states.read());
+      states.release();
+    }
+    if (this.owned && !this.textReleased) this.text.release();
+    this.textReleased = true;
   }
 
   /**
@@ -296,16 +323,20 @@ export class TextToImage {
 
   release(): void {
     if (!this.owned) return;
-    this.text.release();
+    if (!this.textReleased) this.text.release();
+    this.textReleased = true;
     this.vae.release();
   }
 }
 
 /** scheduler/scheduler_config.json of a folder over SD1.5's defaults (SD1.5's when the folder has none). */
 export async function loadSchedulerConfig(files: ModelFiles): Promise<SchedulerConfig> {
-  if (!files.list().includes('scheduler/scheduler_config.json')) return { ...SD15_SCHEDULER };
+  // Without a timestep_spacing of its own, each sampler spaces its steps as its diffusers scheduler does by
+  // default (DDIM "leading", Euler and DPM-Solver++ "linspace").
+  const defaults = { ...SD15_SCHEDULER, timestep_spacing: undefined };
+  if (!files.list().includes('scheduler/scheduler_config.json')) return defaults;
   const raw = await readConfig<Partial<SchedulerConfig>>(files, 'scheduler');
-  return { ...SD15_SCHEDULER, ...raw };
+  return { ...defaults, ...raw };
 }
 
 /** What a sampled image was made with, for its PNG text and the run's index. */
