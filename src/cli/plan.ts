@@ -6,6 +6,7 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { clipTextConfig, type ClipTextConfig } from '../models/clip-text';
 import { DEFAULT_TARGETS, OPTIONAL_TARGETS } from '../models/lora';
+import { planSampling } from '../diffusion/sampling-plan';
 import { formatBytes, type MemoryPlan, planMemory, TRAIN_METHODS, type TrainMethod } from '../models/memory-plan';
 import { openSafetensorsFile } from '../models/safetensors-node';
 import { SD15_TEXT_ENCODER_CONFIG, SD15_UNET_CONFIG, SD15_VAE_CONFIG } from '../models/sd15-configs';
@@ -40,7 +41,8 @@ UNet weights, LoRA parameters and gradients, AdamW moments, the batch's cached i
 backward needs, the backward's working set, and the buffer pool's size-class rounding. Nothing is loaded
 onto a GPU: the step is replayed on a model of this engine's allocations (see docs/memory-plan.md).
 "Peak in use" is the most the step has in use at once; "pool holds" adds the buffers the pool keeps for
-reuse, what the device really gives up, and what the verdict is judged on.`;
+reuse, what the device really gives up, and what the verdict is judged on. The last line plans text to
+image at the same size: the real sampling code run on a stand-in device that counts every buffer.`;
 
 export const planCommand: Command = {
   name: 'plan',
@@ -213,12 +215,24 @@ async function runPlan(argv: string[], io: CliIO): Promise<number> {
   };
   const on = plan(true);
   const off = plan(false);
+  // Text to image at the same size (batch 1, guidance on): all three networks resident, no tape.
+  const sampling =
+    model.textEncoder && model.vae
+      ? await planSampling({ unet: model.unet, textEncoder: model.textEncoder, vae: model.vae, width: resolution, height: resolution, batch: 1, unetWeightBytes: precision === 'f16' ? 2 : 4 })
+      : null;
 
   if (values.json === true) {
     const fits = (p: MemoryPlan) => p.reservedBytes <= budget;
     io.stdout.write(
       `${JSON.stringify(
-        { model: model.source, budgetBytes: budget, fits: { checkpointing: fits(on), noCheckpointing: fits(off) }, checkpointing: on, noCheckpointing: off },
+        {
+          model: model.source,
+          budgetBytes: budget,
+          fits: { checkpointing: fits(on), noCheckpointing: fits(off), sampling: sampling ? sampling.reservedBytes <= budget : null },
+          checkpointing: on,
+          noCheckpointing: off,
+          sampling,
+        },
         null,
         2,
       )}\n`,
@@ -251,6 +265,12 @@ async function runPlan(argv: string[], io: CliIO): Promise<number> {
   }
   if (precision === 'f16') out.push('Note: f16 stores the UNet\'s matrices and conv kernels as float16 (the default on adapters with shader-f16); its biases and norms stay f32, a few MiB more than counted here.');
   out.push(verdict(on, off, budget));
+  out.push(
+    sampling
+      ? `Sampling (text to image at ${resolution}x${resolution}, guidance, batch 1; UNet, text encoder and VAE resident): peak ${formatBytes(sampling.peakBytes)}, ` +
+          `of which weights ${formatBytes(sampling.weightBytes)}; the pool holds at most ${formatBytes(sampling.reservedBytes)}: ${sampling.reservedBytes <= budget ? 'fits' : 'does not fit'} in ${formatBytes(budget)}.`
+      : 'Sampling: not planned (the text encoder and VAE configs are not beside this UNet config).',
+  );
   io.stdout.write(`${out.join('\n')}\n`);
   return 0;
 }

@@ -174,9 +174,9 @@ export async function denoise(unet: UNet, input: DenoiseInput, o: DenoiseOptions
 }
 
 /** The VAE decoder on latents / scaling_factor: images [B, 3, H, W], roughly in [-1, 1]. */
-export function decodeLatents(vae: AutoencoderKL, latents: Tensor): Tensor {
+export function decodeLatents(vae: AutoencoderKL, latents: Tensor, options: { trimBetweenLevels?: boolean } = {}): Tensor {
   const z = scale(latents, 1 / vae.config.scaling_factor);
-  const image = vaeDecode(vae, z);
+  const image = vaeDecode(vae, z, options);
   z.release();
   return image;
 }
@@ -309,7 +309,10 @@ export class TextToImage {
         { latents, cond, uncond, seeds: items.map((x) => x.seed) },
         { sampler: settings.sampler, steps: settings.steps, guidance: settings.guidance, eta: settings.eta, scheduler: this.scheduler, onStep: onStep && ((i) => onStep(i + 1, settings.steps)) },
       );
-      const image = decodeLatents(this.vae, final);
+      // The decoder's activations come in other sizes than the UNet's: hand the UNet's idle buffers back
+      // first, so the pool never holds both sets.
+      gpu.trimPool();
+      const image = decodeLatents(this.vae, final, { trimBetweenLevels: true });
       const values = await image.read();
       const shape = image.shape;
       image.release();

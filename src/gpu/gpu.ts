@@ -177,6 +177,15 @@ export class Gpu {
     this.pool.release(buffer);
   }
 
+  /**
+   * Gives the pool's idle buffers back to the device. Recorded work is submitted first: a destroyed buffer
+   * may not appear in a later submit, but work already submitted finishes with it.
+   */
+  trimPool(): void {
+    this.submit();
+    this.pool.trim();
+  }
+
   /** A pooled storage buffer holding `data`. */
   upload(data: ArrayBufferView): GPUBuffer {
     const buffer = this.buffer(data.byteLength);

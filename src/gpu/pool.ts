@@ -15,7 +15,9 @@ export class BufferPool {
   /** Bytes currently handed out, and the most ever handed out at once. */
   bytesInUse = 0;
   peakBytesInUse = 0;
+  /** Bytes of the buffers the pool holds (in use or idle), and the most it ever held: the device's cost. */
   bytesAllocated = 0;
+  peakBytesAllocated = 0;
 
   constructor(private readonly device: GPUDevice) {}
 
@@ -35,6 +37,7 @@ export class BufferPool {
         usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
       });
       this.bytesAllocated += size;
+      this.peakBytesAllocated = Math.max(this.peakBytesAllocated, this.bytesAllocated);
     }
     this.live.add(buffer);
     this.bytesInUse += size;

@@ -301,7 +301,7 @@ export function vaeEncode(vae: AutoencoderKL, image: Tensor): Tensor {
  * latent [B, latent_channels, h, w] (already divided by scaling_factor) -> image [B, out_channels,
  * h * 2^(blocks-1), w * 2^(blocks-1)]: decoder(post_quant_conv(latent)). The latent stays the caller's.
  */
-export function vaeDecode(vae: AutoencoderKL, latent: Tensor): Tensor {
+export function vaeDecode(vae: AutoencoderKL, latent: Tensor, options: { trimBetweenLevels?: boolean } = {}): Tensor {
   const { config } = vae;
   checkInput('vaeDecode', latent, config.latent_channels);
   const last = config.block_out_channels.length - 1;
@@ -318,6 +318,9 @@ export function vaeDecode(vae: AutoencoderKL, latent: Tensor): Tensor {
       x = convLayer(vae, `decoder.up_blocks.${i}.upsamplers.0.conv`, up);
       up.release();
     }
+    // Each level's activations have their own sizes, which later levels never reuse: giving the idle ones
+    // back keeps the pool near the working set (SD1.5 at 512 px: a 256-channel 512x512 map is 256 MiB).
+    if (options.trimBetweenLevels) x.gpu.trimPool();
   }
   return head(vae, 'decoder', x);
 }

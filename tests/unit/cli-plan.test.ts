@@ -28,6 +28,8 @@ describe('tpo-lab plan', () => {
   });
 
   it('prints SD1.5 at 512 px, rank 8, batch 1 with checkpointing on and off, and a verdict', async () => {
+    const sampling = await run(['plan', '--precision', 'f16']);
+    expect(sampling.out).toMatch(/^Sampling \(text to image at 512x512.*peak 3\.\d\d GiB.*fits in 4\.00 GiB\.$/m);
     const r = await run(['plan', '--resolution', '512', '--rank', '8', '--batch', '1']);
     expect(r.err).toBe('');
     expect(r.status).toBe(0);
@@ -57,7 +59,9 @@ describe('tpo-lab plan', () => {
     expect(r.status).toBe(0);
     const j = JSON.parse(r.out);
     expect(j.budgetBytes).toBe(16 * 2 ** 30);
-    expect(j.fits).toEqual({ checkpointing: true, noCheckpointing: true });
+    expect(j.fits).toEqual({ checkpointing: true, noCheckpointing: true, sampling: true });
+    // Text to image at the same size, from the real sampling code on a counting device.
+    expect(j.sampling.peakBytes).toBeGreaterThan(j.sampling.weightBytes);
     expect(j.checkpointing.input).toMatchObject({ batch: 2, method: 'sft', rows: 2, reference: false, checkpointing: true, resolution: 256 });
     expect(j.noCheckpointing.input.checkpointing).toBe(false);
     const want = planMemory({ unet: SD15_UNET_CONFIG, resolution: 256, rank: 8, batch: 2, method: 'sft', weightBytes: 4, checkpointing: true });
