@@ -13,8 +13,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import type { AdapterReport } from '../../src/gpu/device';
-import { Gpu } from '../../src/gpu/gpu';
+import { countingGpu } from '../../src/gpu/counting';
+import type { Gpu } from '../../src/gpu/gpu';
 import { sizeClass } from '../../src/gpu/pool';
 import { clipTextParamShapes } from '../../src/models/clip-text';
 import { createLora, loraTargets } from '../../src/models/lora';
@@ -183,24 +183,6 @@ function skipKernels(gpu: Gpu): void {
   const dummy = { key: 'skipped', name: 'skipped', pipeline: {} as GPUComputePipeline };
   gpu.kernel = () => dummy;
   gpu.dispatch = () => {};
-}
-
-/** A Gpu over a device whose buffers hold no memory: the pool counts them all the same. */
-function countingGpu(): Gpu {
-  const g = globalThis as { GPUBufferUsage?: unknown };
-  g.GPUBufferUsage ??= { MAP_READ: 1, MAP_WRITE: 2, COPY_SRC: 4, COPY_DST: 8, INDEX: 16, VERTEX: 32, UNIFORM: 64, STORAGE: 128 };
-  const device = {
-    features: new Set<string>(),
-    limits: { maxBufferSize: 2 ** 40 },
-    lost: new Promise(() => {}),
-    createBuffer: ({ size }: { size: number }) => ({ size, destroy() {} }),
-  };
-  const gpu = new Gpu(device as unknown as GPUDevice, {} as AdapterReport);
-  skipKernels(gpu);
-  gpu.clear = () => {};
-  gpu.write = () => {};
-  gpu.sync = async () => {};
-  return gpu;
 }
 
 function comparePlan(label: string, plan: MemoryPlan, measured: { peak: number; reserved: number }) {
