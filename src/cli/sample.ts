@@ -147,6 +147,7 @@ async function runSample(argv: string[], io: CliIO): Promise<number> {
     if (seedText === undefined) io.stderr.write(`seed ${seed}\n`);
     await mkdir(out, { recursive: true });
     const index: { file: string; prompt: string; promptIndex: number; seed: number; variant: 'base' | 'lora' | null }[] = [];
+    const timings: NonNullable<TextToImage['lastTiming']>[] = [];
     const grids: { file: string; promptIndex: number }[] = [];
     const variants: { name: 'base' | 'lora' | null; scale: number }[] = compare
       ? [
@@ -164,6 +165,7 @@ async function runSample(argv: string[], io: CliIO): Promise<number> {
         const variantSettings = { ...settings, loraScale: variant.scale };
         const images = await t2i.sample(items, variantSettings, () => bar.tick());
         bar.finish();
+        if (t2i.lastTiming) timings.push(t2i.lastTiming);
         rows.push(images.map((im) => im.rgba));
         for (const image of images) {
           const file = `${String(p).padStart(3, '0')}-${image.seed}${variant.name ? `-${variant.name}` : ''}.png`;
@@ -179,9 +181,20 @@ async function runSample(argv: string[], io: CliIO): Promise<number> {
         grids.push({ file, promptIndex: p });
       }
     }
-    const summary = { model: modelDir, lora: loraArg ? at(loraArg) : null, ...settings, seed, batch, images: index, grids };
+    const mean = (f: (t: (typeof timings)[number]) => number) => timings.reduce((a, t) => a + f(t), 0) / timings.length;
+    const timing = {
+      adapter: `${gpu.adapter.vendor} ${gpu.adapter.architecture} ${gpu.adapter.description}`.replace(/\s+/g, ' ').trim(),
+      unetMsPerStep: mean((t) => t.unetMsPerStep),
+      msPerImage: mean((t) => t.totalMs) / batch,
+      encodeMs: mean((t) => t.encodeMs),
+      decodeMs: mean((t) => t.decodeMs),
+    };
+    const summary = { model: modelDir, lora: loraArg ? at(loraArg) : null, ...settings, seed, batch, images: index, grids, timing };
     await writeFile(path.join(out, 'index.json'), `${JSON.stringify(summary, null, 2)}\n`);
     io.stdout.write(`wrote ${index.length} image${index.length === 1 ? '' : 's'}${grids.length ? ` and ${grids.length} grid${grids.length === 1 ? '' : 's'}` : ''} to ${out} (index.json lists them)\n`);
+    io.stdout.write(
+      `time: ${(timing.unetMsPerStep / 1000).toFixed(2)} s per UNet evaluation (${batch * (settings.guidance !== 1 ? 2 : 1)} rows), ${(timing.msPerImage / 1000).toFixed(2)} s per image, on ${timing.adapter || 'this GPU'}\n`,
+    );
     return 0;
   } finally {
     t2i?.release();

@@ -253,6 +253,9 @@ export class TextToImage {
     return this.unet.gpu;
   }
 
+  /** Wall-clock milliseconds of the last sample() call's phases (encoding, each UNet evaluation, decoding). */
+  lastTiming: { encodeMs: number; unetMsPerStep: number; decodeMs: number; totalMs: number } | null = null;
+
   /** Text states of prompts encoded before the text encoder was let go (see keepOnly). */
   private readonly cached = new Map<string, Float32Array>();
   private textReleased = false;
@@ -296,9 +299,13 @@ export class TextToImage {
     const factor = latentFactor(this.vae);
     const channels = unet.config.in_channels;
     const latentShape: [number, number, number] = [channels, settings.height / factor, settings.width / factor];
+    const t0 = performance.now();
     const latents = Tensor.from(gpu, startLatents(items.map((x) => x.seed), latentShape), [items.length, ...latentShape]);
     const cond = this.encode(items.map((x) => x.prompt));
     const uncond = settings.guidance !== 1 ? this.encode(items.map(() => settings.negativePrompt)) : null;
+    // Timing waits for the GPU between phases: three syncs per image, nothing next to the sampling itself.
+    await gpu.sync();
+    const t1 = performance.now();
     const saved = { enabled: unet.loraEnabled, scale: unet.loraScale };
     unet.loraEnabled = settings.loraScale !== 0;
     unet.loraScale = settings.loraScale;
@@ -309,11 +316,15 @@ export class TextToImage {
         { latents, cond, uncond, seeds: items.map((x) => x.seed) },
         { sampler: settings.sampler, steps: settings.steps, guidance: settings.guidance, eta: settings.eta, scheduler: this.scheduler, onStep: onStep && ((i) => onStep(i + 1, settings.steps)) },
       );
+      await gpu.sync();
+      const t2 = performance.now();
       // The decoder's activations come in other sizes than the UNet's: hand the UNet's idle buffers back
       // first, so the pool never holds both sets.
       gpu.trimPool();
       const image = decodeLatents(this.vae, final, { trimBetweenLevels: true });
       const values = await image.read();
+      const t3 = performance.now();
+      this.lastTiming = { encodeMs: t1 - t0, unetMsPerStep: (t2 - t1) / settings.steps, decodeMs: t3 - t2, totalMs: t3 - t0 };
       const shape = image.shape;
       image.release();
       return imagesToRgba(values, shape).map((rgba, i) => ({ ...items[i], width: shape[3], height: shape[2], rgba }));
