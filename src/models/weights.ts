@@ -141,8 +141,23 @@ export async function loadFolderComponent(
   expected: ParamShapes,
   options: UploadOptions & { variant?: 'fp16' } = {},
 ): Promise<Map<string, Tensor>> {
+  const refs = await folderComponentRefs(files, component, expected, options.variant);
+  return upload(gpu, expected, refs, options);
+}
+
+/**
+ * Checks a component's weight file against its config without reading any weight: the file is there, its
+ * safetensors header is sound and names every expected tensor with its shape. Cheap (headers only), so
+ * the CLI runs it before opening the GPU.
+ */
+export async function checkFolderComponent(files: ModelFiles, component: Component, expected: ParamShapes, variant?: 'fp16'): Promise<void> {
+  await folderComponentRefs(files, component, expected, variant);
+}
+
+/** Opens the component's weight file and maps every expected parameter to its tensor (checked). */
+async function folderComponentRefs(files: ModelFiles, component: Component, expected: ParamShapes, variant?: 'fp16'): Promise<Map<string, TensorRef>> {
   const names = WEIGHT_FILES[component];
-  const order = options.variant === 'fp16' ? [names[1], names[0]] : names;
+  const order = variant === 'fp16' ? [names[1], names[0]] : names;
   const present = order.map((f) => `${component}/${f}`).filter((p) => files.list().includes(p));
   if (present.length === 0) {
     throw new ModelLoadError(
@@ -157,7 +172,7 @@ export async function loadFolderComponent(
     refs.set(legacyFolderKey(component, key), { file, key, shape: info.shape });
   }
   checkParams(`${files.name}/${present[0]}`, expected, new Map([...refs].map(([k, r]) => [k, r.shape])));
-  return upload(gpu, expected, refs, options);
+  return refs;
 }
 
 /**
