@@ -10,7 +10,6 @@ import { concatBatch, decodeLatents, denoise, imagesToRgba, loadSchedulerConfig 
 import { createSampler } from '../diffusion/samplers';
 import { addNoise, alphasCumprod, ddimStep, ddimTimesteps, type SchedulerConfig, SD15_SCHEDULER } from '../diffusion/schedule';
 import type { Gpu } from '../gpu/gpu';
-import { openNodeGpu } from '../gpu/node';
 import { clipTextForward, loadClipTextModel, loadClipTextModelFromSingleFile } from '../models/clip-text';
 import { kohyaName } from '../models/lora';
 import { readLora } from '../models/lora-io';
@@ -28,7 +27,7 @@ import { Tensor } from '../nn/tensor';
 import { parseMetrics, tpoLoss, type LossConfig } from '../tpo/losses';
 import { formatHelp, type OptionTable, parseOptions, stringOpt, UsageError } from './args';
 import type { Command } from './command';
-import type { CliIO } from './io';
+import { type CliIO, commandGpu } from './io';
 
 const OPTIONS: OptionTable = {
   'single-file': { type: 'string', value: 'FILE', description: 'load the weights from this single-file (LDM keys) checkpoint instead of DIR' },
@@ -105,12 +104,12 @@ async function runGolden(argv: string[], io: CliIO): Promise<number> {
 
   if (tokenizer && cases) await checkTokenizer(report, at(tokenizer), at(cases));
   if (schedule || dir) {
-    const gpu = await openNodeGpu();
+    const { gpu, release } = await commandGpu(io);
     try {
       if (schedule) await checkSchedule(gpu, report, at(schedule));
       if (dir) await checkModelFolder(gpu, report, at(dir), singleFile ? at(singleFile) : undefined, io);
     } finally {
-      gpu.destroy();
+      release();
     }
   }
   if (report.count === 0) {
@@ -180,6 +179,8 @@ async function checkModelFolder(gpu: Gpu, report: Report, dir: string, singleFil
       await checkSample(gpu, report, dir, files, single?.file ?? null, source, io);
     }
   } finally {
+    // Close every file the loaders opened, on every path (a config error leaves the weights file open).
+    await files.close?.();
     await single?.close();
   }
 }
@@ -205,7 +206,13 @@ async function loadGoldenUNet(gpu: Gpu, dir: string, files: ModelFiles, single: 
 async function checkCase(gpu: Gpu, report: Report, dir: string, files: ModelFiles, single: SafetensorsFile | null, source: string, io: CliIO): Promise<void> {
   const meta = JSON.parse(readFileSync(join(dir, 'case.json'), 'utf8')) as CaseJson;
   const { file: golden, close } = await openSafetensorsFile(join(dir, 'case.safetensors'));
-  const unet = await loadGoldenUNet(gpu, dir, files, single, meta.weights);
+  let unet: UNet;
+  try {
+    unet = await loadGoldenUNet(gpu, dir, files, single, meta.weights);
+  } catch (e) {
+    await close(); // a bad model must not leave the goldens file to the garbage collector
+    throw e;
+  }
   const held: Tensor[] = [];
   const load = async (name: string) => {
     const t = Tensor.from(gpu, await golden.readF32(name), golden.info(name).shape);

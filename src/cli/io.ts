@@ -102,6 +102,37 @@ export class ProgressBar {
   }
 }
 
+/** System error codes in words: what a user can act on, instead of "EISDIR: illegal operation on a directory". */
+const SYSTEM_ERRORS: Record<string, string> = {
+  ENOENT: 'no such file or folder',
+  EISDIR: 'is a folder, where a file was expected',
+  ENOTDIR: 'a part of the path is a file, where a folder was expected',
+  EEXIST: 'already exists as a file, where a folder was expected',
+  EACCES: 'permission denied',
+  EPERM: 'the operation is not permitted',
+  EROFS: 'is on a read-only file system',
+  ENOSPC: 'the disk is full',
+  EDQUOT: 'the disk quota is exhausted',
+  EMFILE: 'too many files are open',
+  ENAMETOOLONG: 'the path is too long',
+  ELOOP: 'the path has a loop of symbolic links',
+  EBUSY: 'the file is busy',
+};
+
+/** What a Node system error means, in words (no path); null when `e` is not one we know. */
+export function systemErrorWords(e: unknown): string | null {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  return typeof code === 'string' && code in SYSTEM_ERRORS ? SYSTEM_ERRORS[code] : null;
+}
+
+/** A Node system error (fs, net) said in words, naming the path; null when `e` is not one. */
+export function systemErrorMessage(e: unknown): string | null {
+  const err = e as NodeJS.ErrnoException;
+  if (!(e instanceof Error) || typeof err.code !== 'string' || !(err.code in SYSTEM_ERRORS)) return null;
+  const where = err.path ?? (err as { dest?: string }).dest;
+  return `${where ? `${where}: ` : ''}${SYSTEM_ERRORS[err.code]}${err.syscall ? ` (${err.code} in ${err.syscall})` : ''}`;
+}
+
 export function formatSeconds(s: number): string {
   if (!Number.isFinite(s)) return '?';
   if (s < 60) return `${Math.round(s)}s`;

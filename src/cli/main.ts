@@ -4,7 +4,7 @@
 import { UsageError } from './args';
 import type { Command } from './command';
 import { COMMANDS } from './commands';
-import { type CliIO, processIO } from './io';
+import { type CliIO, processIO, systemErrorMessage } from './io';
 
 export const VERSION = '0.1.0';
 
@@ -52,7 +52,7 @@ export async function main(argv: string[], io?: CliIO, commands: readonly Comman
         io.stderr.write(`tpo-lab ${name}: ${e.message}\nRun 'tpo-lab ${name} --help' for its options.\n`);
         return 2;
       }
-      io.stderr.write(`tpo-lab ${name}: ${e instanceof Error ? e.message : String(e)}\n`);
+      io.stderr.write(`tpo-lab ${name}: ${systemErrorMessage(e) ?? (e instanceof Error ? e.message : String(e))}\n`);
       return 1;
     }
   } finally {

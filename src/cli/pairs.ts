@@ -1,7 +1,7 @@
 // tpo-lab pairs: write mismatched captions (negatives) for every caption of a dataset, with an LLM or the
 // rule editor, into the trainer's JSONL. Re-running skips the captions already done.
 
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { addNegatives, liveNegatives } from '../data/dataset';
@@ -137,6 +137,7 @@ async function runPairs(argv: string[], io: CliIO): Promise<number> {
   const outPath = path.resolve(cwd, outArg);
   const outDir = path.dirname(outPath);
   const say = (text: string) => io.stderr.write(`${text}\n`);
+  if (existsSync(outPath) && statSync(outPath).isDirectory()) throw new UsageError(`--out ${outArg} is a folder; name the .jsonl file to write`);
 
   // The dataset.
   let imported;
@@ -247,10 +248,14 @@ async function runPairs(argv: string[], io: CliIO): Promise<number> {
 
   const bar = new ProgressBar(io.stderr, todo.length, 'pairs', !quiet);
   let made = 0;
+  // Set when the server cannot be reached (or refuses the key or model): every other caption would fail
+  // the same way, so the run stops instead of trying each.
+  let serverGone: string | null = null;
   const failures: FailedEdit[] = [];
   const byPrinciple = new Map<string, number>();
   const signal = io.signal;
   let pool;
+  let done = 0;
   try {
     pool = await runPool(
       todo,
@@ -277,12 +282,20 @@ async function runPairs(argv: string[], io: CliIO): Promise<number> {
         made += result.made.length;
         for (const m of result.made) byPrinciple.set(m.principle, (byPrinciple.get(m.principle) ?? 0) + 1);
         failures.push(...failed);
+        done++;
         if (result.cancelled) throw new LlmError('aborted', 'cancelled');
+        if (result.serverGone) {
+          serverGone ??= redact(result.serverGone);
+          throw new ServerGone();
+        }
         bar.tick(1, failures.length ? `${failures.length} failed` : '');
         if (Date.now() - lastSave > 2000) void save();
       },
       signal,
     );
+  } catch (e) {
+    if (!(e instanceof ServerGone)) throw e;
+    pool = { completed: done, cancelled: false };
   } finally {
     bar.finish();
     await save();
@@ -307,5 +320,22 @@ async function runPairs(argv: string[], io: CliIO): Promise<number> {
     out.write(`cancelled: ${todo.length - pool.completed} caption(s) left; run the same command again to resume\n`);
     return 130;
   }
+  // A run that could not make every negative is not a success: what was made is saved, and the same
+  // command tries the rest again.
+  if (serverGone) {
+    say(`stopped early: ${serverGone}. ${todo.length - pool.completed} caption(s) were not tried; what was made is saved in ${outArg}. Check --llm-url and the server, then run the same command again to resume.`);
+    return 1;
+  }
+  if (failures.length) {
+    say(`${failures.length} negative(s) could not be made (listed above); what was made is saved in ${outArg}. Run the same command again to retry them.`);
+    return 1;
+  }
   return 0;
+}
+
+/** Thrown from a caption's task to stop the pool when the server is gone (see isServerGone). */
+class ServerGone extends Error {
+  constructor() {
+    super('the LLM server is gone');
+  }
 }

@@ -1,9 +1,10 @@
 // tpo-lab score: implicit preference scores of a data file's examples under a LoRA (or the base model,
 // whose margins are zero by construction), averaged over K fixed draws so checkpoints are comparable.
 
+import { existsSync, statSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { readLora } from '../models/lora-io';
+import { decodeLora, readLora } from '../models/lora-io';
 import { dirModelFiles } from '../models/model-files-node';
 import { openSafetensorsFile } from '../models/safetensors-node';
 import { loadUNet, unetParams, type UNet } from '../models/unet';
@@ -15,7 +16,7 @@ import { formatHelp, intOpt, numberOpt, type OptionTable, parseOptions, stringOp
 import type { Command } from './command';
 import { type CliIO, commandGpu, ProgressBar } from './io';
 import { METHODS } from './train';
-import { loadTrainingData, prepareTrainingFeatures } from './training-data';
+import { checkModelDir, checkTrainingInputs, loadTrainingData, prepareTrainingFeatures } from './training-data';
 
 const OPTIONS: OptionTable = {
   model: { type: 'string', value: 'PATH', description: 'diffusers model folder (SD1.x layout)' },
@@ -75,8 +76,21 @@ async function runScore(argv: string[], io: CliIO): Promise<number> {
   const modelDir = path.resolve(io.cwd, model);
   const out = path.resolve(io.cwd, outArg);
 
+  if (existsSync(out) && statSync(out).isDirectory()) throw new UsageError(`--out ${outArg} is a folder; name a file to write the scores to`);
   const data = await loadTrainingData(path.resolve(io.cwd, dataArg), method, { skipBadLines: values['skip-bad-lines'] === true, negatives });
   for (const p of data.problems) io.stderr.write(`skipped ${p.file ?? ''}${p.line ? `:${p.line}` : ''}: ${p.message}\n`);
+  // Inputs are checked before the GPU opens: model folder and resolution, the LoRA against the UNet, images.
+  const checked = await checkModelDir(modelDir, resolution);
+  const loraArg = stringOpt(values, 'lora');
+  if (loraArg) {
+    const { file, close } = await openSafetensorsFile(path.resolve(io.cwd, loraArg));
+    try {
+      await decodeLora(file, unetParams(checked.unet));
+    } finally {
+      await close();
+    }
+  }
+  await checkTrainingInputs(data.examples, { resolution, modelDir, allowSmallImages: true }, (t) => io.stderr.write(`${t}\n`));
   const { gpu, release: releaseGpu } = await commandGpu(io);
   let unet: UNet | null = null;
   try {
@@ -84,7 +98,6 @@ async function runScore(argv: string[], io: CliIO): Promise<number> {
     const half = precision === 'auto' ? preferHalfWeights(gpu) : precision === 'f16';
     const files = dirModelFiles(modelDir);
     unet = await loadUNet(gpu, files, { halfWeights: half }).finally(() => files.close?.());
-    const loraArg = stringOpt(values, 'lora');
     if (loraArg) {
       const { file, close } = await openSafetensorsFile(path.resolve(io.cwd, loraArg));
       try {

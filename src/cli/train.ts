@@ -3,7 +3,7 @@
 // on Ctrl-C), OUT/lora.safetensors (kohya format) and OUT/scores.jsonl (implicit preference scores on the
 // train and held-out splits). `--resume OUT` continues a run exactly where its checkpoint left it.
 
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { DEFAULT_SAMPLE_SETTINGS, type SampleRecord, type SampleSettings, TextToImage } from '../diffusion/pipeline';
@@ -12,10 +12,10 @@ import type { Gpu } from '../gpu/gpu';
 import { DEFAULT_TARGETS, OPTIONAL_TARGETS } from '../models/lora';
 import { encodeLora, loraToHost, type LoraTrainingInfo } from '../models/lora-io';
 import { dirModelFiles } from '../models/model-files-node';
-import { loadUNet, type UNet } from '../models/unet';
+import { loadUNet, type UNet, unetParams } from '../models/unet';
 import { preferHalfWeights } from '../models/weights';
 import type { Features } from '../tpo/batch';
-import { CHECKPOINT_FILES, type CheckpointFiles, loadCheckpoint, parseCheckpointState, resumeCheck, saveCheckpoint } from '../tpo/checkpoint';
+import { CHECKPOINT_FILES, checkCheckpointTensors, type CheckpointFiles, type CheckpointState, loadCheckpoint, parseCheckpointState, resumeCheck, saveCheckpoint } from '../tpo/checkpoint';
 import { type NegativeFilter, splitExamples, type TrainExample } from '../tpo/examples';
 import { LR_SCHEDULES, type LrSchedule } from '../tpo/lr-schedule';
 import type { LossMethod } from '../tpo/losses';
@@ -25,7 +25,7 @@ import { formatHelp, intOpt, numberOpt, type OptionTable, parseOptions, type Par
 import type { Command } from './command';
 import { type CliIO, commandGpu, ProgressBar } from './io';
 import { samplePng } from './sample';
-import { loadTrainingData, prepareTrainingFeatures } from './training-data';
+import { checkModelDir, checkTrainingInputs, loadTrainingData, prepareTrainingFeatures } from './training-data';
 
 export const METHODS: readonly LossMethod[] = ['tdpo', 'tkto', 'sft', 'dpo', 'kto'];
 
@@ -58,6 +58,7 @@ const OPTIONS: OptionTable = {
   precision: { type: 'string', value: 'auto|f16|f32', description: 'storage of the frozen UNet weights (auto: f16 where the GPU has shader-f16)', default: 'auto' },
   negatives: { type: 'string', value: 'all|accepted', description: 'which negatives train: all but rejected ones, or only accepted ones', default: 'all' },
   'skip-bad-lines': { type: 'boolean', description: 'leave out data lines with problems (reported) instead of stopping' },
+  'allow-small-images': { type: 'boolean', description: 'train on images far smaller than --resolution (warned about instead of refused)' },
   holdout: { type: 'string', value: 'FRACTION', description: 'share of images held out for the held-out implicit scores', default: '0.1' },
   'score-draws': { type: 'string', value: 'K', description: 'implicit-score draws of (t, eps) per example (0: no scores)', default: String(DEFAULT_SCORE_DRAWS) },
   'score-every': { type: 'string', value: 'N', description: 'also score every N steps (0: only at the end)', default: '0' },
@@ -108,6 +109,7 @@ interface RunSettings {
   dtype: 'fp16' | 'fp32';
   title?: string;
   startedAt: number;
+  allowSmallImages?: boolean;
   /** Preview samples (absent or every 0: none). */
   previews?: PreviewSettings;
 }
@@ -119,6 +121,24 @@ interface PreviewSettings {
   guidance: number;
   sampler: SamplerName;
   seed: number;
+}
+
+/** run.json as --resume reads it back: the fields it relies on, checked, so a damaged file is named. */
+function checkRunSettings(s: unknown, where: string): RunSettings {
+  const bad = (what: string): never => {
+    throw new UsageError(`${where}: ${what}; the run's settings are damaged (restore run.json, or start a new run)`);
+  };
+  if (s === null || typeof s !== 'object' || Array.isArray(s)) bad('not a JSON object');
+  const r = s as Record<string, unknown>;
+  for (const k of ['model', 'data', 'cache'] as const) if (typeof r[k] !== 'string' || r[k] === '') bad(`${k} must be a path, got ${JSON.stringify(r[k])}`);
+  if (r.negatives !== 'all' && r.negatives !== 'accepted') bad(`negatives must be "all" or "accepted", got ${JSON.stringify(r.negatives)}`);
+  if (!['auto', 'f16', 'f32'].includes(r.precision as string)) bad(`precision must be auto, f16 or f32, got ${JSON.stringify(r.precision)}`);
+  if (r.dtype !== 'fp16' && r.dtype !== 'fp32') bad(`dtype must be fp16 or fp32, got ${JSON.stringify(r.dtype)}`);
+  if (typeof r.holdout !== 'number' || !(r.holdout >= 0 && r.holdout < 1)) bad(`holdout must be a number from 0 to below 1, got ${JSON.stringify(r.holdout)}`);
+  for (const [k, min] of [['scoreDraws', 0], ['scoreEvery', 0], ['scoreLimit', 1], ['checkpointEvery', 1]] as const) {
+    if (!Number.isInteger(r[k]) || (r[k] as number) < min) bad(`${k} must be a whole number >= ${min}, got ${JSON.stringify(r[k])}`);
+  }
+  return r as unknown as RunSettings;
 }
 
 function choice<T extends string>(values: ParsedValues, name: string, allowed: readonly T[], fallback: T): T {
@@ -249,17 +269,20 @@ async function runTrain(argv: string[], io: CliIO): Promise<number> {
   let config: TrainConfig;
   let settings: RunSettings;
   let resumeFiles: CheckpointFiles | null = null;
+  let saved: CheckpointState | null = null;
   if (resumeArg) {
     out = path.resolve(io.cwd, resumeArg);
     const outArg = stringOpt(values, 'out');
     if (outArg && path.resolve(io.cwd, outArg) !== out) throw new UsageError('--resume continues in its own folder; leave out --out');
     resumeFiles = await readCheckpointFiles(path.join(out, 'checkpoint'));
-    const saved = parseCheckpointState(new TextDecoder().decode(resumeFiles['state.json']), path.join(out, 'checkpoint/state.json'));
+    saved = parseCheckpointState(new TextDecoder().decode(resumeFiles['state.json']), path.join(out, 'checkpoint/state.json'));
+    let runJson: unknown;
     try {
-      settings = JSON.parse(await readFile(path.join(out, 'run.json'), 'utf8')) as RunSettings;
+      runJson = JSON.parse(await readFile(path.join(out, 'run.json'), 'utf8'));
     } catch {
       throw new UsageError(`${out}/run.json is missing or damaged: cannot tell which model and data the run used`);
     }
+    settings = checkRunSettings(runJson, path.join(out, 'run.json'));
     config = { ...saved.config, steps: intOpt(values, 'steps', 1, saved.config.steps) };
     if (config.steps <= saved.state.step) {
       say(`the checkpoint is at step ${saved.state.step} of ${saved.config.steps}; pass --steps with a larger total to train on`);
@@ -275,6 +298,7 @@ async function runTrain(argv: string[], io: CliIO): Promise<number> {
     if (!data) throw new UsageError('--data is required');
     if (!outArg) throw new UsageError('--out is required');
     out = path.resolve(io.cwd, outArg);
+    if (existsSync(out) && !statSync(out).isDirectory()) throw new UsageError(`--out ${outArg} is a file; the output must be a folder (new or holding a run)`);
     if (existsSync(path.join(out, 'checkpoint', 'state.json'))) {
       throw new UsageError(`${out} already holds a run; continue it with --resume ${outArg}, or choose another --out`);
     }
@@ -294,15 +318,22 @@ async function runTrain(argv: string[], io: CliIO): Promise<number> {
       dtype: choice(values, 'dtype', ['fp16', 'fp32'] as const, 'fp16'),
       title: stringOpt(values, 'title'),
       startedAt: Math.floor(Date.now() / 1000),
+      allowSmallImages: values['allow-small-images'] === true,
     };
     if (settings.holdout >= 1) throw new UsageError('--holdout must be below 1');
     settings.previews = await previewSettings(values, io);
   }
 
+  // Every input is checked before the GPU opens (slow on a CPU driver) and before anything is written:
+  // data, model folder, resolution, images, the checkpoint against the data and the LoRA.
   const data = await loadTrainingData(settings.data, config.method, { skipBadLines: settings.skipBadLines, negatives: settings.negatives });
   for (const p of data.problems) say(`skipped ${p.file ?? ''}${p.line ? `:${p.line}` : ''}: ${p.message}`);
   const { train, heldOut } = splitExamples(data.examples, settings.holdout, config.seed);
   if (train.length === 0) throw new UsageError('no training examples are left after the held-out split; lower --holdout');
+  if (saved) await resumeCheck(saved, train);
+  const model = await checkModelDir(settings.model, config.resolution);
+  if (saved && resumeFiles) await checkCheckpointTensors(saved, resumeFiles, unetParams(model.unet));
+  await checkTrainingInputs([...train, ...heldOut], { resolution: config.resolution, modelDir: settings.model, allowSmallImages: settings.allowSmallImages ?? false }, say);
   say(`${config.method}: ${train.length} training examples, ${heldOut.length} held out, from ${data.images} images in ${settings.data}`);
   await mkdir(out, { recursive: true });
   if (!resumeFiles) await writeFile(path.join(out, 'run.json'), `${JSON.stringify(settings, null, 2)}\n`);
@@ -327,7 +358,6 @@ async function runTrain(argv: string[], io: CliIO): Promise<number> {
     }
     if (resumeFiles) {
       const { saved, moments } = await loadCheckpoint(gpu, unet, resumeFiles);
-      await resumeCheck(saved, train);
       trainer = new Trainer(gpu, unet, train, features, config, saved.state, moments);
       say(`resuming at step ${saved.state.step} of ${config.steps}`);
     } else {
@@ -387,12 +417,21 @@ async function trainLoop(
   const principles = [...new Set(split.train.map((e) => e.principle).filter((p): p is string => !!p))].sort();
   const info = () => trainingInfo(trainer, settings, split.train, principles);
 
-  // Metrics past the checkpoint belong to steps that are about to be redone.
+  // Metrics past the checkpoint belong to steps that are about to be redone; they are dropped only once
+  // the first new step has been taken, so a run that fails to start leaves the file as it was. A line
+  // that is not JSON (a write cut short by a crash) is dropped too.
   const metricsFile = path.join(out, 'metrics.jsonl');
+  const stepOf = (l: string) => {
+    try {
+      return (JSON.parse(l) as StepReport).step;
+    } catch {
+      return Infinity;
+    }
+  };
   const kept = existsSync(metricsFile)
-    ? (await readFile(metricsFile, 'utf8')).split('\n').filter((l) => l.trim() && (JSON.parse(l) as StepReport).step <= trainer.state.step)
+    ? (await readFile(metricsFile, 'utf8')).split('\n').filter((l) => l.trim() && stepOf(l) <= trainer.state.step)
     : [];
-  await writeFile(metricsFile, kept.map((l) => `${l}\n`).join(''));
+  let metricsStarted = false;
 
   const scoresFile = path.join(out, 'scores.jsonl');
   const score = async () => {
@@ -438,6 +477,10 @@ async function trainLoop(
   let outcome: 'done' | 'cancelled';
   try {
     outcome = await trainer.run(control, async (r) => {
+      if (!metricsStarted) {
+        await writeAtomic(metricsFile, kept.map((l) => `${l}\n`).join(''));
+        metricsStarted = true;
+      }
       await writeFile(metricsFile, metricsLine(r), { flag: 'a' });
       if (r.skipped) {
         skipped++;

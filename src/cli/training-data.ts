@@ -1,9 +1,12 @@
 // What `train` and `score` share: reading a data file into training examples, and preparing their
 // features (VAE latents, text states) with the model's encoders into a feature cache.
 
-import { readFile } from 'node:fs/promises';
+import { open, readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { decodeImageNode } from '../data/decode-node';
+import { sniffImage } from '../data/image';
+import { imageSize } from '../data/pixels';
+import { checkModelForTraining, type CheckedModel } from '../models/model-check';
 import { parseTrainerJsonl } from '../data/import';
 import { detectJsonlKind, parseDpoJsonl, parseKtoJsonl } from '../data/preference-records';
 import { DatasetImportError, type ImportProblem } from '../data/types';
@@ -16,9 +19,10 @@ import type { Features } from '../tpo/batch';
 import { dataKindFor, dpoExamples, ktoExamples, type NegativeFilter, tpoExamples, type TrainExample } from '../tpo/examples';
 import { componentFingerprint, MemoryFeatureStore, prepareFeatures, termsOf } from '../tpo/features';
 import { dirFeatureStore } from '../tpo/feature-store-node';
+import { longCaptionProblem, smallImageProblem } from '../tpo/input-checks';
 import type { LossMethod } from '../tpo/losses';
 import { UsageError } from './args';
-import { type CliIO, ProgressBar } from './io';
+import { type CliIO, ProgressBar, systemErrorMessage, systemErrorWords } from './io';
 
 export interface TrainingData {
   examples: TrainExample[];
@@ -36,7 +40,7 @@ export async function loadTrainingData(dataPath: string, method: LossMethod, opt
   try {
     text = await readFile(dataPath, 'utf8');
   } catch (e) {
-    throw new UsageError(`--data ${dataPath}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+    throw new UsageError(`--data ${dataPath}: ${systemErrorWords(e) ?? (e as Error).message}`);
   }
   const want = dataKindFor(method);
   if (text.trim() === '') throw new UsageError(`--data ${dataPath} holds no records`);
@@ -126,4 +130,77 @@ export async function prepareTrainingFeatures(
     vae.release();
     await files.close?.();
   }
+}
+
+/** Checks the model folder (configs, weight headers, resolution) before the GPU opens; see model-check.ts. */
+export async function checkModelDir(modelDir: string, resolution: number): Promise<CheckedModel> {
+  const files = dirModelFiles(modelDir);
+  try {
+    return await checkModelForTraining(files, { resolution });
+  } finally {
+    await files.close?.();
+  }
+}
+
+/** Enough of a file's start to hold its image header (a JPEG's SOF may follow a large EXIF block). */
+const HEAD_BYTES = 256 * 1024;
+
+async function readHead(file: string): Promise<Uint8Array> {
+  const handle = await open(file, 'r');
+  try {
+    const buf = new Uint8Array(HEAD_BYTES);
+    const { bytesRead } = await handle.read(buf, 0, HEAD_BYTES, 0);
+    return buf.subarray(0, bytesRead);
+  } finally {
+    await handle.close();
+  }
+}
+
+/**
+ * Checks the examples' images and captions before the GPU opens: every image is there and has a readable
+ * PNG or JPEG header (missing or broken ones are refused, all listed at once); images far smaller than
+ * the resolution are refused unless allowed (then warned about); captions over the text encoder's window
+ * are warned about first (they are cut).
+ */
+export async function checkTrainingInputs(
+  examples: readonly TrainExample[],
+  options: { resolution: number; modelDir: string; allowSmallImages: boolean },
+  say: (text: string) => void,
+): Promise<void> {
+  const terms = termsOf(examples);
+  const list = (items: string[]) => items.slice(0, 10).map((x) => `  ${x}`).join('\n') + (items.length > 10 ? `\n  ... and ${items.length - 10} more` : '');
+  const tokenizer = await loadClipTokenizer(options.modelDir);
+  const long: string[] = [];
+  for (const caption of new Set(terms.map((t) => t.caption))) {
+    const problem = longCaptionProblem(tokenizer.countTokens(caption));
+    if (problem) long.push(`${JSON.stringify(caption.length > 48 ? `${caption.slice(0, 45)}...` : caption)}: ${problem}`);
+  }
+  if (long.length) say(`warning: ${long.length} caption(s) do not fit the text encoder and are cut:\n${list(long)}`);
+  const broken: string[] = [];
+  const small: string[] = [];
+  for (const image of new Set(terms.map((t) => t.image))) {
+    let head: Uint8Array;
+    try {
+      head = await readHead(image);
+    } catch (e) {
+      broken.push(systemErrorMessage(e) ?? `${image}: ${(e as Error).message}`);
+      continue;
+    }
+    const kind = sniffImage(head);
+    const size = kind === 'png' || kind === 'jpeg' ? imageSize(head) : null;
+    if (head.length === 0) broken.push(`${image}: the file is empty, not an image`);
+    else if (kind === null) broken.push(`${image}: not an image (its first bytes are not those of a PNG or JPEG file)`);
+    else if (kind !== 'png' && kind !== 'jpeg') broken.push(`${image}: a ${kind.toUpperCase()} image; the command-line tool reads PNG and JPEG, convert it`);
+    else if (size === null) broken.push(`${image}: the ${kind.toUpperCase()} header is damaged or cut short (no image size found)`);
+    else if (!(size.width > 0 && size.height > 0)) broken.push(`${image}: the header says ${size.width}x${size.height} pixels; the file is damaged`);
+    else {
+      const problem = smallImageProblem(size.width, size.height, options.resolution);
+      if (problem) small.push(`${image}: ${problem}`);
+    }
+  }
+  if (broken.length) throw new UsageError(`${broken.length} image(s) cannot be read:\n${list(broken)}`);
+  if (small.length && !options.allowSmallImages) {
+    throw new UsageError(`${small.length} image(s) are far smaller than the training resolution:\n${list(small)}\nUse larger images or a lower --resolution, or pass --allow-small-images to train on them anyway`);
+  }
+  if (small.length) say(`warning: ${small.length} image(s) are far smaller than the training resolution (--allow-small-images given):\n${list(small)}`);
 }

@@ -423,6 +423,15 @@ function describe(e: unknown): string {
   return String(e);
 }
 
+/**
+ * Whether every further request would meet this error too, so a batch should stop rather than try each
+ * remaining item: the server cannot be reached at all (after the retries), or it refuses the key (401,
+ * 403) or does not know the endpoint or model (404).
+ */
+export function isServerGone(e: unknown): boolean {
+  return e instanceof LlmError && (e.kind === 'network' || (e.kind === 'http' && (e.status === 401 || e.status === 403 || e.status === 404)));
+}
+
 /** Creates a client; throws LlmError('config') for a bad URL or a missing model name. */
 export function createChatClient(config: ChatClientConfig): ChatClient {
   return new ChatClient(config);

@@ -2,7 +2,7 @@
 // again (telling the model why) when it is invalid, and reports a failure with its reason when every try
 // is invalid. Never drops or accepts an answer silently.
 
-import { type ChatClient, isAbortError, LlmError } from './client';
+import { type ChatClient, isAbortError, isServerGone, LlmError } from './client';
 import { extractCaption } from './extract';
 import { buildEditMessages, defaultTemplates, type PromptTemplates } from './principles';
 import type { CaptionEditor, EditRequest, EditResult } from './types';
@@ -46,7 +46,7 @@ export class LlmCaptionEditor implements CaptionEditor {
         if (isAbortError(e)) throw e;
         // The client has already retried what is worth retrying: record the failure.
         const reason = e instanceof LlmError ? e.message : `request failed: ${String(e)}`;
-        return { ok: false, reason, principle, source: 'llm', attempts: attempt };
+        return { ok: false, reason, principle, source: 'llm', attempts: attempt, serverGone: isServerGone(e) };
       }
       const extracted = extractCaption(content);
       if (refusal) extracted.refusal = refusal;

@@ -88,6 +88,42 @@ const PRINCIPLE_LINE = /^\s*(?:\*\*)?\s*principle\s*(?:\*\*)?\s*[:：]\s*(?:\*\*
 /** Lines that are commentary, not a caption. */
 const COMMENTARY = /^\s*(?:\*\*)?\s*(?:note|notes|explanation|reason|change|changes|changed|i changed|i replaced|i swapped|this (?:changes|edit|caption)|the (?:change|edit)|principle)\b/i;
 
+/**
+ * The JSON objects and arrays that follow one another in `text` (separated by nothing, spaces, commas or
+ * prose), each parsed; a piece that does not parse ends the scan.
+ */
+function jsonSequence(text: string): unknown[] {
+  const out: unknown[] = [];
+  let depth = 0;
+  let start = -1;
+  let inString = false;
+  let escaped = false;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (inString) {
+      if (escaped) escaped = false;
+      else if (ch === '\\') escaped = true;
+      else if (ch === '"') inString = false;
+      continue;
+    }
+    if (ch === '"' && depth > 0) inString = true;
+    else if (ch === '{' || ch === '[') {
+      if (depth === 0) start = i;
+      depth++;
+    } else if ((ch === '}' || ch === ']') && depth > 0) {
+      depth--;
+      if (depth === 0) {
+        try {
+          out.push(JSON.parse(text.slice(start, i + 1)));
+        } catch {
+          return out;
+        }
+      }
+    }
+  }
+  return out;
+}
+
 /** Extracts the caption candidates from an LLM answer. */
 export function extractCaption(answer: string): ExtractedAnswer {
   const text = plainText(answer ?? '').trim();
@@ -101,6 +137,15 @@ export function extractCaption(answer: string): ExtractedAnswer {
     } catch {
       // not JSON: try the next candidate
     }
+  }
+
+  // Several JSON values one after another ({"caption": ...}{"caption": ...}): each one's captions count,
+  // so the answer is refused as holding more than one instead of its first caption being taken.
+  const values = jsonSequence(text);
+  if (values.length > 1) {
+    const found = values.map(fromJsonValue).filter((v): v is NonNullable<typeof v> => v !== null);
+    const captions = found.flatMap((f) => f.captions).map(tidyCaption).filter((c) => c !== '');
+    if (captions.length) return { captions, principle: found.find((f) => f.principle)?.principle, fromJson: true };
   }
 
   // Broken JSON (cut off, trailing comma, single quotes...): take the caption field's string if there is one.

@@ -35,6 +35,8 @@ export interface NegativesResult {
   failed: FailedNegative[];
   /** The signal aborted before all `count` were tried: `made` holds what was finished. */
   cancelled: boolean;
+  /** The editor's server is gone (see isServerGone): the rest were not tried, and no other caption should be. */
+  serverGone?: string;
 }
 
 /** Makes `count` negatives one after another (each must differ from the ones before it). */
@@ -58,6 +60,7 @@ export async function makeNegatives(editor: CaptionEditor, request: NegativesReq
       avoid.push(result.caption);
     } else {
       failed.push({ principle: result.principle, source: result.source, reason: result.reason, attempts: result.attempts });
+      if (result.serverGone) return { made, failed, cancelled: false, serverGone: result.reason };
     }
   }
   return { made, failed, cancelled: !!request.signal?.aborted && made.length + failed.length < request.count };
@@ -65,7 +68,9 @@ export async function makeNegatives(editor: CaptionEditor, request: NegativesReq
 
 /**
  * Runs `task` over `items` with at most `concurrency` at once, in order of start. Stops starting new
- * tasks once the signal aborts; a task's abort error ends the run, any other error is rethrown.
+ * tasks once the signal aborts; a task's abort error ends the run. Any other error stops new tasks from
+ * starting and is rethrown once the tasks in flight have finished (so nothing runs on after the caller
+ * has moved on to saving and reporting).
  */
 export async function runPool<T>(
   items: readonly T[],
@@ -76,8 +81,9 @@ export async function runPool<T>(
   let next = 0;
   let completed = 0;
   let cancelled = false;
+  let failure: { error: unknown } | null = null;
   const worker = async () => {
-    while (next < items.length) {
+    while (next < items.length && !failure) {
       if (signal?.aborted) {
         cancelled = true;
         return;
@@ -91,10 +97,12 @@ export async function runPool<T>(
           cancelled = true;
           return;
         }
-        throw e;
+        failure ??= { error: e };
+        return;
       }
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, Math.min(concurrency, items.length)) }, worker));
+  if (failure) throw (failure as { error: unknown }).error;
   return { completed, cancelled: cancelled || !!signal?.aborted };
 }

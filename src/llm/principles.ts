@@ -119,7 +119,9 @@ export function buildEditMessages(input: PromptInput, templates: PromptTemplates
     { role: 'user', content: user },
   ];
   if (input.feedback) {
-    messages.push({ role: 'user', content: `Your previous answer was rejected: ${input.feedback}. Try again, following the rules.` });
+    // The reason may end in its own full stop (a quoted refusal: "I can't help with that."): one is enough.
+    const reason = input.feedback.trim().replace(/[.!?。]+$/, '');
+    messages.push({ role: 'user', content: `Your previous answer was rejected: ${reason}. Try again, following the rules.` });
   }
   return messages;
 }

@@ -34,7 +34,15 @@ export interface EditRequest {
 
 export type EditResult =
   | { ok: true; caption: string; principle: RecordedPrinciple; source: NegativeSource; attempts: number }
-  | { ok: false; reason: string; principle: PrincipleChoice; source: NegativeSource; attempts: number };
+  | {
+      ok: false;
+      reason: string;
+      principle: PrincipleChoice;
+      source: NegativeSource;
+      attempts: number;
+      /** Every further request would fail the same way (the server cannot be reached, or refuses the key or model). */
+      serverGone?: boolean;
+    };
 
 /** Anything that turns a true caption into a mismatched one: the LLM editor or the rule editor. */
 export interface CaptionEditor {

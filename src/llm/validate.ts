@@ -99,7 +99,7 @@ export function validateNegative(original: string, candidate: string | Extracted
   if (answer.refusal) return { ok: false, code: 'refusal', reason: `the model refused: ${clip(answer.refusal)}` };
   const captions = answer.captions.map(tidyCaption).filter((c) => c !== '');
   if (captions.length === 0) return { ok: false, code: 'empty', reason: 'no caption in the answer' };
-  if (captions.length > 1) return { ok: false, code: 'multiple', reason: `${captions.length} captions in the answer, expected one` };
+  if (captions.length > 1) return { ok: false, code: 'multiple', reason: `more than one caption in the answer (${captions.length} captions), expected one` };
   const caption = captions[0];
   if (REFUSAL.test(caption)) return { ok: false, code: 'refusal', reason: `the model refused: ${clip(caption)}` };
 

@@ -43,14 +43,14 @@ export function clipTextConfig(raw: Record<string, unknown>, label = 'text_encod
     throw new ModelLoadError(`${label}: hidden_act ${JSON.stringify(act)} is not supported (quick_gelu or gelu)`);
   }
   const config: ClipTextConfig = {
-    hidden_size: positiveInt(label, raw, 'hidden_size', 512),
-    intermediate_size: positiveInt(label, raw, 'intermediate_size', 2048),
-    num_attention_heads: positiveInt(label, raw, 'num_attention_heads', 8),
-    num_hidden_layers: positiveInt(label, raw, 'num_hidden_layers', 12),
-    max_position_embeddings: positiveInt(label, raw, 'max_position_embeddings', 77),
-    vocab_size: positiveInt(label, raw, 'vocab_size', 49408),
+    hidden_size: positiveInt(label, raw, 'hidden_size', 512, 8192),
+    intermediate_size: positiveInt(label, raw, 'intermediate_size', 2048, 32768),
+    num_attention_heads: positiveInt(label, raw, 'num_attention_heads', 8, 256),
+    num_hidden_layers: positiveInt(label, raw, 'num_hidden_layers', 12, 96),
+    max_position_embeddings: positiveInt(label, raw, 'max_position_embeddings', 77, 4096),
+    vocab_size: positiveInt(label, raw, 'vocab_size', 49408, 1_000_000),
     hidden_act: act,
-    layer_norm_eps: positiveNumber(label, raw, 'layer_norm_eps', 1e-5),
+    layer_norm_eps: positiveNumber(label, raw, 'layer_norm_eps', 1e-5, 1),
   };
   if (config.hidden_size % config.num_attention_heads !== 0) {
     throw new ModelLoadError(`${label}: ${config.num_attention_heads} heads do not divide hidden_size ${config.hidden_size}`);

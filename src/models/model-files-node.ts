@@ -29,7 +29,8 @@ export function dirModelFiles(dir: string): ModelFiles {
     open: async (path) => {
       const source = await openFileSource(join(dir, path));
       opened.push(source);
-      return source;
+      // Messages name the file by this: folder/component/file says which of a model's files is meant.
+      return { ...source, name: `${basename(dir)}/${path}` };
     },
     readText: async (path) => readFileSync(join(dir, path), 'utf8'),
     close: async () => {

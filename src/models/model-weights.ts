@@ -50,8 +50,8 @@ export async function ldmLayoutFromConfigs(files: ModelFiles): Promise<LdmLayout
   const unet = await readConfig<{ layers_per_block?: unknown }>(files, 'unet');
   const vae = await readConfig<{ block_out_channels?: unknown }>(files, 'vae');
   const layers = unet.layers_per_block ?? 2; // diffusers' UNet2DConditionModel default
-  if (!Number.isInteger(layers) || (layers as number) < 1) {
-    throw new ModelLoadError(`${files.name}: unet/config.json has layers_per_block ${JSON.stringify(layers)}, not a positive integer`);
+  if (!Number.isInteger(layers) || (layers as number) < 1 || (layers as number) > 16) {
+    throw new ModelLoadError(`${files.name}: unet/config.json has layers_per_block ${JSON.stringify(layers)}, not a whole number from 1 to 16`);
   }
   if (!Array.isArray(vae.block_out_channels) || vae.block_out_channels.length < 1) {
     throw new ModelLoadError(`${files.name}: vae/config.json needs a non-empty block_out_channels list`);
@@ -59,20 +59,23 @@ export async function ldmLayoutFromConfigs(files: ModelFiles): Promise<LdmLayout
   return { unetLayersPerBlock: layers as number, vaeBlocks: vae.block_out_channels.length };
 }
 
-/** Reads a config field that must be a positive integer (or takes its default). */
-export function positiveInt(label: string, raw: Record<string, unknown>, key: string, fallback?: number): number {
+/**
+ * Reads a config field that must be a whole number from 1 to `max` (or takes its default). The bound keeps
+ * a damaged or absurd value (1e9 layers) from building a model that can only fail, slowly, much later.
+ */
+export function positiveInt(label: string, raw: Record<string, unknown>, key: string, fallback?: number, max = 1_000_000): number {
   const v = raw[key] ?? fallback;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) {
-    throw new ModelLoadError(`${label}: config field ${key} must be a positive integer, got ${JSON.stringify(raw[key])}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > max) {
+    throw new ModelLoadError(`${label}: config field ${key} must be a whole number from 1 to ${max}, got ${JSON.stringify(raw[key])}`);
   }
   return v;
 }
 
-/** Reads a config field that must be a positive number (or takes its default). */
-export function positiveNumber(label: string, raw: Record<string, unknown>, key: string, fallback?: number): number {
+/** Reads a config field that must be a positive number, at most `max` (or takes its default). */
+export function positiveNumber(label: string, raw: Record<string, unknown>, key: string, fallback?: number, max = 1e6): number {
   const v = raw[key] ?? fallback;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) {
-    throw new ModelLoadError(`${label}: config field ${key} must be a positive number, got ${JSON.stringify(raw[key])}`);
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0 || v > max) {
+    throw new ModelLoadError(`${label}: config field ${key} must be a number above 0 and at most ${max}, got ${JSON.stringify(raw[key])}`);
   }
   return v;
 }

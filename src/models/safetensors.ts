@@ -32,6 +32,8 @@ export interface ByteSource {
   name: string;
   size: number;
   read(offset: number, length: number): Promise<Uint8Array>;
+  /** Releases what reading needed (a file handle on disk); absent where nothing needs it. */
+  close?(): Promise<void>;
 }
 
 export class SafetensorsError extends Error {

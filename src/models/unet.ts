@@ -13,7 +13,7 @@ import type { Tensor } from '../nn/tensor';
 import type { LdmLayout } from './ldm-keys';
 import type { Lora } from './lora';
 import type { SafetensorsFile } from './safetensors';
-import { loadFolderComponent, loadSingleFileComponent, preferHalfWeights, readConfig, type ModelFiles, type ParamShapes, type UploadOptions } from './weights';
+import { loadFolderComponent, loadSingleFileComponent, ModelLoadError, preferHalfWeights, readConfig, type ModelFiles, type ParamShapes, type UploadOptions } from './weights';
 
 export interface UNetConfig {
   in_channels: number;
@@ -45,20 +45,111 @@ const UP_TYPES = ['CrossAttnUpBlock2D', 'UpBlock2D'];
 const TRANSFORMER_NORM_EPS = 1e-6;
 const LAYER_NORM_EPS = 1e-5;
 
+/**
+ * Bounds of every numeric config value. SD1.5 itself uses 4 blocks of up to 1280 channels, 2 layers per
+ * block and 8 heads; the bounds leave room for experiments but refuse values that could only be typos or
+ * damage (a layers_per_block of 1e9 would otherwise build a billion-entry parameter map before failing).
+ */
+export const UNET_LIMITS = {
+  blocks: [1, 8],
+  channels: [1, 8192],
+  layers_per_block: [1, 16],
+  in_channels: [1, 64],
+  out_channels: [1, 64],
+  norm_num_groups: [1, 1024],
+  cross_attention_dim: [1, 8192],
+  heads: [1, 256],
+  sample_size: [1, 4096],
+} as const;
+
 /** Checks that a config describes an SD1.x-style UNet this engine can run; throws a clear error if not. */
 export function validateUNetConfig(c: UNetConfig): void {
   const problems: string[] = [];
-  const n = c.block_out_channels?.length ?? 0;
-  if (n === 0) problems.push('block_out_channels is missing');
-  if (c.down_block_types?.length !== n || c.up_block_types?.length !== n) problems.push('down/up block type lists must match block_out_channels in length');
-  for (const t of c.down_block_types ?? []) if (!DOWN_TYPES.includes(t)) problems.push(`down block type ${t} is not supported`);
-  for (const t of c.up_block_types ?? []) if (!UP_TYPES.includes(t)) problems.push(`up block type ${t} is not supported`);
+  const raw = (c ?? {}) as unknown as Record<string, unknown>;
+  if (c === null || typeof c !== 'object' || Array.isArray(c)) {
+    throw new Error('unet/config.json is not a JSON object');
+  }
+  const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
+  // An integer field within its bounds; `optional` fields may be absent.
+  const int = (key: keyof typeof UNET_LIMITS & keyof UNetConfig, optional = false) => {
+    const v = raw[key];
+    if (v === undefined && optional) return;
+    const [lo, hi] = UNET_LIMITS[key];
+    if (!isInt(v) || v < lo || v > hi) problems.push(`${key} must be a whole number from ${lo} to ${hi}, got ${JSON.stringify(v)}`);
+  };
+  const boc = raw.block_out_channels;
+  const [bLo, bHi] = UNET_LIMITS.blocks;
+  const [cLo, cHi] = UNET_LIMITS.channels;
+  const channelsOk = Array.isArray(boc) && boc.length >= bLo && boc.length <= bHi && boc.every((ch) => isInt(ch) && ch >= cLo && ch <= cHi);
+  if (!channelsOk) problems.push(`block_out_channels must be a list of ${bLo} to ${bHi} whole numbers from ${cLo} to ${cHi}, got ${JSON.stringify(boc)}`);
+  const n = channelsOk ? (boc as number[]).length : 0;
+  int('in_channels');
+  int('out_channels');
+  int('layers_per_block');
+  int('norm_num_groups');
+  int('cross_attention_dim');
+  int('sample_size', true);
+  if (typeof raw.norm_eps !== 'number' || !(raw.norm_eps > 0 && raw.norm_eps < 1)) problems.push(`norm_eps must be a number between 0 and 1, got ${JSON.stringify(raw.norm_eps)}`);
+  for (const key of ['down_block_types', 'up_block_types'] as const) {
+    const list = raw[key];
+    if (!Array.isArray(list) || (channelsOk && list.length !== n)) problems.push(`${key} must be a list as long as block_out_channels (${n || '?'}), got ${JSON.stringify(list)}`);
+  }
+  for (const t of Array.isArray(c.down_block_types) ? c.down_block_types : []) if (!DOWN_TYPES.includes(t)) problems.push(`down block type ${JSON.stringify(t)} is not supported (${DOWN_TYPES.join(', ')})`);
+  for (const t of Array.isArray(c.up_block_types) ? c.up_block_types : []) if (!UP_TYPES.includes(t)) problems.push(`up block type ${JSON.stringify(t)} is not supported (${UP_TYPES.join(', ')})`);
   if (c.mid_block_type && c.mid_block_type !== 'UNetMidBlock2DCrossAttn') problems.push(`mid block type ${c.mid_block_type} is not supported`);
   if (c.act_fn && c.act_fn !== 'silu') problems.push(`act_fn ${c.act_fn} is not supported`);
   const tl = c.transformer_layers_per_block;
   if (tl !== undefined && (Array.isArray(tl) ? tl.some((v) => v !== 1) : tl !== 1)) problems.push('transformer_layers_per_block other than 1 (SDXL) is not supported');
-  for (const ch of c.block_out_channels ?? []) if (ch % c.norm_num_groups !== 0) problems.push(`${ch} channels do not split into ${c.norm_num_groups} groups`);
-  if (problems.length) throw new Error(`unet/config.json is not a Stable Diffusion 1.x UNet this lab can train: ${problems.join('; ')}`);
+  for (const key of ['use_linear_projection', 'flip_sin_to_cos'] as const) {
+    if (raw[key] !== undefined && typeof raw[key] !== 'boolean') problems.push(`${key} must be true or false, got ${JSON.stringify(raw[key])}`);
+  }
+  if (raw.freq_shift !== undefined && !(typeof raw.freq_shift === 'number' && Number.isFinite(raw.freq_shift) && Math.abs(raw.freq_shift) <= 1e4)) {
+    problems.push(`freq_shift must be a number from -10000 to 10000, got ${JSON.stringify(raw.freq_shift)}`);
+  }
+  if (raw.mid_block_scale_factor !== undefined && !(typeof raw.mid_block_scale_factor === 'number' && raw.mid_block_scale_factor > 0 && raw.mid_block_scale_factor <= 1e4)) {
+    problems.push(`mid_block_scale_factor must be a number above 0 and at most 10000, got ${JSON.stringify(raw.mid_block_scale_factor)}`);
+  }
+  if (raw.downsample_padding !== undefined && raw.downsample_padding !== 0 && raw.downsample_padding !== 1) {
+    problems.push(`downsample_padding must be 0 or 1, got ${JSON.stringify(raw.downsample_padding)}`);
+  }
+  if (channelsOk && isInt(raw.norm_num_groups)) {
+    for (const ch of boc as number[]) if (ch % c.norm_num_groups !== 0) problems.push(`${ch} channels do not split into norm_num_groups ${c.norm_num_groups}`);
+  }
+  // Heads: num_attention_heads, else attention_head_dim (which SD1.x configs use for the head count).
+  const headsKey = c.num_attention_heads !== undefined && c.num_attention_heads !== null ? 'num_attention_heads' : 'attention_head_dim';
+  const h = raw[headsKey];
+  const [hLo, hHi] = UNET_LIMITS.heads;
+  const headOk = (v: unknown) => isInt(v) && v >= hLo && v <= hHi;
+  if (!(headOk(h) || (Array.isArray(h) && (!channelsOk || h.length === n) && h.every(headOk)))) {
+    problems.push(`${headsKey} must be a whole number from ${hLo} to ${hHi}, or a list of them as long as block_out_channels, got ${JSON.stringify(h)}`);
+  } else if (channelsOk) {
+    (boc as number[]).forEach((ch, i) => {
+      const heads = Array.isArray(h) ? (h[i] as number) : (h as number);
+      if (ch % heads !== 0) problems.push(`${headsKey} ${heads} does not divide the ${ch} channels of block ${i} into equal heads`);
+    });
+  }
+  if (problems.length) throw new Error(`unet/config.json is not a Stable Diffusion 1.x UNet this lab can train: ${[...new Set(problems)].join('; ')}`);
+}
+
+/**
+ * The training resolutions a model takes must be multiples of this: the VAE halves the image at each of its
+ * blocks but the first, and the UNet halves the latent at each downsampler (one per block but the last),
+ * and its up path joins each upsampled map to the skip of the same size, so every halving must be exact.
+ */
+export function resolutionStep(unet: Pick<UNetConfig, 'block_out_channels'>, vaeBlocks: number): number {
+  return 2 ** (vaeBlocks - 1) * 2 ** (unet.block_out_channels.length - 1);
+}
+
+/** Throws unless `px` suits this model (see resolutionStep), listing sizes that do. */
+export function checkModelResolution(px: number, unet: Pick<UNetConfig, 'block_out_channels'>, vaeBlocks: number): void {
+  const step = resolutionStep(unet, vaeBlocks);
+  if (Number.isInteger(px) && px > 0 && px % step === 0) return;
+  const below = Math.floor(px / step) * step;
+  const sizes = [below, below + step, below + 2 * step].filter((s) => s > 0).slice(0, 3);
+  throw new Error(
+    `resolution ${px} does not fit this model: its VAE (${vaeBlocks} blocks) and UNet (${unet.block_out_channels.length} blocks) halve the image ` +
+      `${Math.log2(step)} times, so the side must be a multiple of ${step} pixels (for example ${sizes.join(', ')})`,
+  );
 }
 
 /** Heads of each level's attention (down order). */
@@ -421,6 +512,11 @@ export class UNet {
  */
 export async function loadUNet(gpu: Gpu, files: ModelFiles, options: UploadOptions & { variant?: 'fp16' } = {}): Promise<UNet> {
   const config = await readConfig<UNetConfig>(files, 'unet');
+  try {
+    validateUNetConfig(config);
+  } catch (e) {
+    throw new ModelLoadError(`${files.name}/${(e as Error).message}`); // name the folder, not just unet/config.json
+  }
   const weights = await loadFolderComponent(gpu, files, 'unet', unetParams(config), { ...options, halfWeights: options.halfWeights ?? preferHalfWeights(gpu) });
   return new UNet(gpu, config, weights);
 }

@@ -40,7 +40,7 @@ import { groupNorm } from '../nn/ops/norm';
 import { softmax } from '../nn/ops/softmax';
 import type { Tensor } from '../nn/tensor';
 import type { LdmLayout } from './ldm-keys';
-import { ldmLayoutFromConfigs, ModelWeights, positiveInt } from './model-weights';
+import { ldmLayoutFromConfigs, ModelWeights, positiveInt, positiveNumber } from './model-weights';
 import type { SafetensorsFile } from './safetensors';
 import { loadFolderComponent, loadSingleFileComponent, ModelLoadError, readConfig, type ModelFiles, type ParamShapes } from './weights';
 
@@ -64,8 +64,8 @@ export interface VaeConfig {
 /** Validates a vae/config.json, filling absent fields with diffusers' AutoencoderKL defaults. */
 export function vaeConfig(raw: Record<string, unknown>, label = 'vae/config.json'): VaeConfig {
   const boc = raw.block_out_channels ?? [64];
-  if (!Array.isArray(boc) || boc.length < 1 || !boc.every((c) => Number.isInteger(c) && c > 0)) {
-    throw new ModelLoadError(`${label}: block_out_channels must be a non-empty list of positive integers, got ${JSON.stringify(boc)}`);
+  if (!Array.isArray(boc) || boc.length < 1 || boc.length > 8 || !boc.every((c) => Number.isInteger(c) && c > 0 && c <= 8192)) {
+    throw new ModelLoadError(`${label}: block_out_channels must be a list of 1 to 8 whole numbers from 1 to 8192, got ${JSON.stringify(boc)}`);
   }
   const act = raw.act_fn ?? 'silu';
   if (act !== 'silu') throw new ModelLoadError(`${label}: act_fn ${JSON.stringify(act)} is not supported (silu)`);
@@ -84,16 +84,16 @@ export function vaeConfig(raw: Record<string, unknown>, label = 'vae/config.json
     return v;
   };
   const config: VaeConfig = {
-    in_channels: positiveInt(label, raw, 'in_channels', 3),
-    out_channels: positiveInt(label, raw, 'out_channels', 3),
+    in_channels: positiveInt(label, raw, 'in_channels', 3, 64),
+    out_channels: positiveInt(label, raw, 'out_channels', 3, 64),
     block_out_channels: boc as number[],
-    layers_per_block: positiveInt(label, raw, 'layers_per_block', 1),
-    norm_num_groups: positiveInt(label, raw, 'norm_num_groups', 32),
-    latent_channels: positiveInt(label, raw, 'latent_channels', 4),
+    layers_per_block: positiveInt(label, raw, 'layers_per_block', 1, 16),
+    norm_num_groups: positiveInt(label, raw, 'norm_num_groups', 32, 1024),
+    latent_channels: positiveInt(label, raw, 'latent_channels', 4, 64),
     mid_block_add_attention: flag('mid_block_add_attention'),
     use_quant_conv: flag('use_quant_conv'),
     use_post_quant_conv: flag('use_post_quant_conv'),
-    scaling_factor: typeof raw.scaling_factor === 'number' ? raw.scaling_factor : 0.18215,
+    scaling_factor: positiveNumber(label, raw, 'scaling_factor', 0.18215, 100),
   };
   const bad = config.block_out_channels.filter((c) => c % config.norm_num_groups !== 0);
   if (bad.length) throw new ModelLoadError(`${label}: ${config.norm_num_groups} groups do not divide block_out_channels ${bad.join(', ')}`);

@@ -141,8 +141,36 @@ export async function loadFolderComponent(
   expected: ParamShapes,
   options: UploadOptions & { variant?: 'fp16' } = {},
 ): Promise<Map<string, Tensor>> {
+  const { refs, source } = await folderComponentRefs(files, component, expected, options.variant);
+  try {
+    return await upload(gpu, expected, refs, options);
+  } finally {
+    await source.close?.(); // everything is on the GPU now (or failed): the file is not needed
+  }
+}
+
+/**
+ * Checks a component's weight file against its config without reading any weight: the file is there, its
+ * safetensors header is sound and names every expected tensor with its shape. Cheap (headers only), so
+ * the CLI runs it before opening the GPU.
+ */
+export async function checkFolderComponent(files: ModelFiles, component: Component, expected: ParamShapes, variant?: 'fp16'): Promise<void> {
+  const { source } = await folderComponentRefs(files, component, expected, variant);
+  await source.close?.();
+}
+
+/**
+ * Opens the component's weight file and maps every expected parameter to its tensor (checked). On a
+ * problem the file is closed before the error leaves; otherwise the caller closes `source`.
+ */
+async function folderComponentRefs(
+  files: ModelFiles,
+  component: Component,
+  expected: ParamShapes,
+  variant?: 'fp16',
+): Promise<{ refs: Map<string, TensorRef>; source: ByteSource }> {
   const names = WEIGHT_FILES[component];
-  const order = options.variant === 'fp16' ? [names[1], names[0]] : names;
+  const order = variant === 'fp16' ? [names[1], names[0]] : names;
   const present = order.map((f) => `${component}/${f}`).filter((p) => files.list().includes(p));
   if (present.length === 0) {
     throw new ModelLoadError(
@@ -150,14 +178,20 @@ export async function loadFolderComponent(
         'Only .safetensors weights are read; convert .bin/.ckpt files first.',
     );
   }
-  const file = await SafetensorsFile.open(await files.open(present[0]));
-  const refs = new Map<string, TensorRef>();
-  for (const [key, info] of file.tensors) {
-    if (key.endsWith('embeddings.position_ids')) continue; // a buffer older transformers saved, not a weight
-    refs.set(legacyFolderKey(component, key), { file, key, shape: info.shape });
+  const source = await files.open(present[0]);
+  try {
+    const file = await SafetensorsFile.open(source);
+    const refs = new Map<string, TensorRef>();
+    for (const [key, info] of file.tensors) {
+      if (key.endsWith('embeddings.position_ids')) continue; // a buffer older transformers saved, not a weight
+      refs.set(legacyFolderKey(component, key), { file, key, shape: info.shape });
+    }
+    checkParams(`${files.name}/${present[0]}`, expected, new Map([...refs].map(([k, r]) => [k, r.shape])));
+    return { refs, source };
+  } catch (e) {
+    await source.close?.();
+    throw e;
   }
-  checkParams(`${files.name}/${present[0]}`, expected, new Map([...refs].map(([k, r]) => [k, r.shape])));
-  return upload(gpu, expected, refs, options);
 }
 
 /**

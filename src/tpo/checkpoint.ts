@@ -6,14 +6,15 @@
 // Storage-agnostic: the files are returned as bytes, the CLI writes them to a folder, the app to OPFS.
 
 import type { Gpu } from '../gpu/gpu';
-import { decodeLora, encodeLora, loraFromHost, loraToHost, type LoraTrainingInfo, sha256HexSync } from '../models/lora-io';
-import { kohyaName } from '../models/lora';
+import { decodeLora, encodeLora, type HostLora, loraFromHost, loraToHost, type LoraTrainingInfo, sha256HexSync } from '../models/lora-io';
+import { kohyaName, loraTargets } from '../models/lora';
 import { memorySource, SafetensorsFile, fromFloat32, writeSafetensors } from '../models/safetensors';
 import { unetParams, type UNet } from '../models/unet';
 import { Tensor } from '../nn/tensor';
 import type { TrainExample } from './examples';
-import { RNG_ALGORITHM } from './random';
-import type { OptimizerMoments, TrainConfig, Trainer, TrainState } from './trainer';
+import { epochOrder, RNG_ALGORITHM } from './random';
+import { type OptimizerMoments, type TrainConfig, type Trainer, type TrainState, validateTrainConfig } from './trainer';
+import type { ParamShapes } from '../models/weights';
 
 export const CHECKPOINT_FILES = ['lora.safetensors', 'optimizer.safetensors', 'state.json'] as const;
 export type CheckpointFiles = Record<(typeof CHECKPOINT_FILES)[number], Uint8Array>;
@@ -76,10 +77,105 @@ export function parseCheckpointState(text: string, where = 'state.json'): Checkp
   } catch (e) {
     throw new Error(`${where} is not valid JSON (${(e as Error).message}); the checkpoint is damaged`);
   }
-  if (s?.format !== 'tpo-lab-checkpoint' || s.version !== 1 || !s.config || !s.state) {
+  if (s === null || typeof s !== 'object' || s.format !== 'tpo-lab-checkpoint' || s.version !== 1 || !s.config || !s.state) {
     throw new Error(`${where} is not a TPO Lab checkpoint (version 1)`);
   }
+  validateCheckpointState(s, where);
   return s;
+}
+
+/**
+ * Checks every field a resumed run relies on, so that a damaged or hand-edited state.json is refused
+ * before anything runs (a step of "abc" or -1, an order entry past the data, a position outside the
+ * order would otherwise train on garbage or crash mid-run). Messages name the field and what is wrong.
+ */
+export function validateCheckpointState(s: CheckpointState, where = 'state.json'): void {
+  const bad = (field: string, what: string, value: unknown): never => {
+    throw new Error(`${where}: ${field} ${what}, got ${JSON.stringify(value)}; the checkpoint is damaged (resume from an intact copy, or start a new run)`);
+  };
+  try {
+    validateTrainConfig(s.config);
+  } catch (e) {
+    throw new Error(`${where}: ${(e as Error).message}; the checkpoint is damaged`);
+  }
+  const st = s.state as unknown as Record<string, unknown>;
+  if (st === null || typeof st !== 'object' || Array.isArray(st)) bad('state', 'must be an object', st);
+  const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v >= 0;
+  const data = s.data as unknown as Record<string, unknown> | undefined;
+  if (!data || typeof data !== 'object') bad('data', 'must be an object with examples and fingerprint', data);
+  const examples = data!.examples;
+  if (!isCount(examples) || examples < 1) bad('data.examples', 'must be a whole number >= 1', examples);
+  if (typeof data!.fingerprint !== 'string' || !/^[0-9a-f]{32}$/.test(data!.fingerprint)) bad('data.fingerprint', 'must be 32 hex digits', data!.fingerprint);
+  const n = examples as number;
+  const { step, appliedSteps, epoch, order, position, skipped } = st;
+  if (!isCount(step)) bad('state.step', 'must be a whole number >= 0', step);
+  if ((step as number) > s.config.steps) bad('state.step', `must be at most the run's ${s.config.steps} steps`, step);
+  if (!isCount(appliedSteps) || appliedSteps > (step as number)) bad('state.appliedSteps', `must be a whole number from 0 to the step (${step})`, appliedSteps);
+  if (!isCount(epoch)) bad('state.epoch', 'must be a whole number >= 0', epoch);
+  // Every step takes batchSize * gradAccum examples, so the epoch cannot run ahead of the steps taken.
+  // Each step takes batchSize * gradAccum examples in order, so the step fixes the epoch and position.
+  const seen = (step as number) * s.config.batchSize * s.config.gradAccum;
+  const wantEpoch = seen === 0 ? 0 : Math.floor((seen - 1) / n);
+  const wantPosition = seen - wantEpoch * n;
+  if (epoch !== wantEpoch) bad('state.epoch', `must be ${wantEpoch} after ${step} steps of ${s.config.batchSize * s.config.gradAccum} examples over ${n}`, epoch);
+  if (!Array.isArray(order) || order.length !== n) bad('state.order', `must list each of the ${n} examples once`, Array.isArray(order) ? `${order.length} entries` : order);
+  const hit = new Uint8Array(n);
+  for (const [i, v] of (order as unknown[]).entries()) {
+    if (!isCount(v) || v >= n) bad(`state.order[${i}]`, `must be an example index from 0 to ${n - 1}`, v);
+    if (hit[v as number]++) bad(`state.order[${i}]`, 'repeats an example; the order must be a permutation', v);
+  }
+  if (!isCount(position) || position > n) bad('state.position', `must be a whole number from 0 to ${n}`, position);
+  if (position !== wantPosition) bad('state.position', `must be ${wantPosition} after ${step} steps of ${s.config.batchSize * s.config.gradAccum} examples over ${n}`, position);
+  const expected = epochOrder(s.config.seed, wantEpoch, n);
+  if (expected.some((v, i) => v !== (order as number[])[i])) bad('state.order', `is not the data order of seed ${s.config.seed}, epoch ${wantEpoch}`, `${(order as number[]).slice(0, 8).join(',')}...`);
+  if (!Array.isArray(skipped)) bad('state.skipped', 'must be a list of step numbers', skipped);
+  const skippedList = skipped as unknown[];
+  if (skippedList.length !== (step as number) - (appliedSteps as number)) {
+    bad('state.skipped', `must list the ${(step as number) - (appliedSteps as number)} skipped steps (step ${step} - appliedSteps ${appliedSteps})`, skippedList.length);
+  }
+  skippedList.forEach((v, i) => {
+    if (!isCount(v) || v < 1 || v > (step as number) || (i > 0 && v <= (skippedList[i - 1] as number))) bad(`state.skipped[${i}]`, `must be a step from 1 to ${step}, increasing`, v);
+  });
+  if (s.rng !== undefined && (s.rng === null || s.rng.seed !== s.config.seed)) bad('rng.seed', `must equal config.seed (${s.config.seed})`, s.rng?.seed);
+}
+
+/**
+ * Checks a checkpoint's LoRA and optimizer files against its state.json and the UNet, from their headers
+ * and the LoRA's values, without a GPU: every module the config's targets name, at the config's rank and
+ * alpha, and both AdamW moments of every matrix with its shape.
+ */
+export async function checkCheckpointTensors(saved: CheckpointState, files: CheckpointFiles, params: ParamShapes): Promise<void> {
+  let lora: HostLora;
+  let opt: SafetensorsFile;
+  try {
+    lora = (await decodeLora(await SafetensorsFile.open(memorySource(files['lora.safetensors'], 'checkpoint/lora.safetensors')), params)).lora;
+    opt = await SafetensorsFile.open(memorySource(files['optimizer.safetensors'], 'checkpoint/optimizer.safetensors'));
+  } catch (e) {
+    throw new Error(`${(e as Error).message}; the checkpoint is damaged`);
+  }
+  const c = saved.config;
+  const want = loraTargets(params, c.targets);
+  const missing = [...want.keys()].filter((m) => !lora.has(m));
+  const extra = [...lora.keys()].filter((m) => !want.has(m));
+  if (missing.length || extra.length) {
+    throw new Error(
+      `checkpoint/lora.safetensors holds ${lora.size} modules, state.json's targets (${c.targets.join(', ')}) name ${want.size}` +
+        `${missing.length ? `; missing ${missing.slice(0, 3).join(', ')}` : ''}${extra.length ? `; unexpected ${extra.slice(0, 3).join(', ')}` : ''}; the checkpoint is damaged`,
+    );
+  }
+  for (const [name, m] of lora) {
+    if (m.rank !== c.rank) throw new Error(`checkpoint/lora.safetensors: ${name} has rank ${m.rank}, state.json says ${c.rank}; the checkpoint is damaged`);
+    if (Math.abs(m.alpha - c.alpha) > 1e-6 * Math.max(1, c.alpha)) throw new Error(`checkpoint/lora.safetensors: ${name} has alpha ${m.alpha}, state.json says ${c.alpha}; the checkpoint is damaged`);
+    for (const [part, size] of [['lora_down', m.rank * m.in], ['lora_up', m.out * m.rank]] as const) {
+      for (const prefix of ['exp_avg', 'exp_avg_sq']) {
+        const key = `${prefix}.${kohyaName(name)}.${part}.weight`;
+        const info = opt.tensors.get(key);
+        if (!info) throw new Error(`checkpoint/optimizer.safetensors lacks ${key}; the checkpoint is damaged`);
+        const got = info.shape.reduce((a, b) => a * b, 1);
+        if (got !== size) throw new Error(`checkpoint/optimizer.safetensors: ${key} has ${got} values, the LoRA matrix ${size}; the checkpoint is damaged`);
+      }
+    }
+  }
 }
 
 /**

@@ -6,7 +6,8 @@
 
 import type { Gpu } from '../gpu/gpu';
 import { alphasCumprod, SD15_SCHEDULER, type SchedulerConfig } from '../diffusion/schedule';
-import { createLora, DEFAULT_TARGETS, loraTargets, type Lora } from '../models/lora';
+import { checkResolution } from '../data/pixels';
+import { createLora, DEFAULT_TARGETS, loraTargets, type Lora, OPTIONAL_TARGETS } from '../models/lora';
 import { unetParams, type UNet } from '../models/unet';
 import { adamwStep, type AdamWParam } from '../nn/ops/adamw';
 import { mseRows, mseRowsBackward, mseRowsDiff } from '../nn/ops/reduce';
@@ -14,7 +15,7 @@ import { accumulate, Ctx, Tape } from '../nn/tape';
 import { Tensor } from '../nn/tensor';
 import { batchTensors, drawNoise, type Features } from './batch';
 import type { TermRef, TrainExample } from './examples';
-import { learningRate, type LrSchedule } from './lr-schedule';
+import { learningRate, LR_SCHEDULES, type LrSchedule } from './lr-schedule';
 import { defaultLossConfig, type LossMethod, parseMetrics, tpoLoss } from './losses';
 import { drawRandom, epochOrder } from './random';
 
@@ -80,22 +81,46 @@ export function defaultTrainConfig(method: LossMethod = 'tdpo'): TrainConfig {
   };
 }
 
-/** Checks a config and says what is wrong with it. */
+const METHODS: readonly LossMethod[] = ['tdpo', 'tkto', 'sft', 'dpo', 'kto'];
+
+/**
+ * Checks a config and says what is wrong with it. Types are checked too: a config also comes back from a
+ * checkpoint's state.json, which may have been edited or damaged.
+ */
 export function validateTrainConfig(c: TrainConfig): void {
   const bad = (m: string) => {
     throw new Error(`training config: ${m}`);
   };
-  const posInt = (k: keyof TrainConfig) => (!Number.isInteger(c[k]) || (c[k] as number) < 1) && bad(`${k} must be a whole number >= 1, got ${c[k]}`);
-  (['steps', 'batchSize', 'gradAccum', 'rank'] as const).forEach(posInt);
-  if (!(c.lr > 0) || !Number.isFinite(c.lr)) bad(`lr must be > 0, got ${c.lr}`);
-  if (!(c.beta > 0)) bad(`beta must be > 0, got ${c.beta}`);
-  if (!(c.alpha > 0)) bad(`alpha must be > 0, got ${c.alpha}`);
-  if (c.kappa !== null && !Number.isFinite(c.kappa)) bad(`kappa must be a number or null, got ${c.kappa}`);
-  if (!Number.isInteger(c.warmupSteps) || c.warmupSteps < 0) bad(`warmupSteps must be >= 0, got ${c.warmupSteps}`);
+  if (c === null || typeof c !== 'object') bad('not an object');
+  const num = (k: keyof TrainConfig) => typeof c[k] === 'number' && Number.isFinite(c[k]);
+  const int = (k: keyof TrainConfig, lo: number, hi: number) =>
+    (!Number.isInteger(c[k]) || (c[k] as number) < lo || (c[k] as number) > hi) && bad(`${k} must be a whole number from ${lo} to ${hi}, got ${JSON.stringify(c[k])}`);
+  if (!METHODS.includes(c.method)) bad(`method must be one of ${METHODS.join(', ')}, got ${JSON.stringify(c.method)}`);
+  int('steps', 1, 1e9);
+  int('batchSize', 1, 4096);
+  int('gradAccum', 1, 4096);
+  int('rank', 1, 4096);
+  int('seed', 0, Number.MAX_SAFE_INTEGER);
+  if (!num('lr') || !(c.lr > 0)) bad(`lr must be > 0, got ${JSON.stringify(c.lr)}`);
+  if (!LR_SCHEDULES.includes(c.lrSchedule)) bad(`lrSchedule must be one of ${LR_SCHEDULES.join(', ')}, got ${JSON.stringify(c.lrSchedule)}`);
+  if (!num('beta') || !(c.beta > 0)) bad(`beta must be > 0, got ${JSON.stringify(c.beta)}`);
+  if (!num('alpha') || !(c.alpha > 0)) bad(`alpha must be > 0, got ${JSON.stringify(c.alpha)}`);
+  if (c.kappa !== null && !num('kappa')) bad(`kappa must be a number or null, got ${JSON.stringify(c.kappa)}`);
+  for (const k of ['lambdaD', 'lambdaU', 'weightDecay'] as const) if (!num(k) || c[k] < 0) bad(`${k} must be a number >= 0, got ${JSON.stringify(c[k])}`);
+  if (!Number.isInteger(c.warmupSteps) || c.warmupSteps < 0) bad(`warmupSteps must be >= 0, got ${JSON.stringify(c.warmupSteps)}`);
   if (!(c.tMin >= 0 && c.tMax >= c.tMin && c.tMax <= 999 && Number.isInteger(c.tMin) && Number.isInteger(c.tMax))) bad(`timestep range ${c.tMin}..${c.tMax} must lie in 0..999`);
-  if (!(c.adamBeta1 >= 0 && c.adamBeta1 < 1 && c.adamBeta2 >= 0 && c.adamBeta2 < 1)) bad('Adam betas must lie in [0, 1)');
-  if (!(c.maxGradNorm >= 0)) bad(`maxGradNorm must be >= 0, got ${c.maxGradNorm}`);
-  if (c.targets.length === 0) bad('no LoRA targets');
+  if (!(num('adamBeta1') && num('adamBeta2') && c.adamBeta1 >= 0 && c.adamBeta1 < 1 && c.adamBeta2 >= 0 && c.adamBeta2 < 1)) bad('Adam betas must lie in [0, 1)');
+  if (!num('adamEps') || !(c.adamEps > 0)) bad(`adamEps must be > 0, got ${JSON.stringify(c.adamEps)}`);
+  if (!num('maxGradNorm') || !(c.maxGradNorm >= 0)) bad(`maxGradNorm must be >= 0, got ${JSON.stringify(c.maxGradNorm)}`);
+  if (!Array.isArray(c.targets) || c.targets.length === 0) bad('no LoRA targets');
+  const known: readonly string[] = [...DEFAULT_TARGETS, ...OPTIONAL_TARGETS];
+  for (const t of c.targets) if (!known.includes(t)) bad(`unknown LoRA target ${JSON.stringify(t)} (use ${known.join(', ')})`);
+  if (typeof c.gradientCheckpointing !== 'boolean') bad(`gradientCheckpointing must be true or false, got ${JSON.stringify(c.gradientCheckpointing)}`);
+  try {
+    checkResolution(c.resolution);
+  } catch (e) {
+    bad((e as Error).message);
+  }
 }
 
 /** Where the data stands: what a checkpoint needs, besides weights and moments, to continue exactly. */

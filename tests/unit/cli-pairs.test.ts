@@ -116,7 +116,9 @@ describe('tpo-lab pairs with the rule editor', () => {
   it('records negatives it cannot make, with the reason', async () => {
     const ds = dataset({ a: 'a lamp to the left of a chair', b: 'two dogs playing' });
     const c = capture();
-    expect(await main(['pairs', '--data', ds.data, '--out', ds.out, '--principles', 'spatial', '--rules'], c.io)).toBe(0);
+    // Negatives that could not be made make the run fail (what was made is kept; a rerun retries the rest).
+    expect(await main(['pairs', '--data', ds.data, '--out', ds.out, '--principles', 'spatial', '--rules'], c.io)).toBe(1);
+    expect(c.err()).toMatch(/1 negative\(s\) could not be made/);
     expect(c.out()).toMatch(/negatives: 1 made \(spatial 1\), 1 failed/);
     expect(c.out()).toMatch(/failed:\n\s+1 x spatial: no spatial word the rule editor knows in this caption/);
     const items = readOut(ds.out);
@@ -175,7 +177,7 @@ describe('tpo-lab pairs with an LLM endpoint', () => {
       ['pairs', '--data', ds.data, '--out', ds.out, '--llm-url', server.baseUrl, '--llm-model', 'test-model', '--api-key-env', 'TPO_TEST_KEY', '--principles', 'attribute', '--retries', '2', '--concurrency', '2'],
       c.io,
     );
-    expect(status).toBe(0);
+    expect(status).toBe(1); // one negative could not be made
     expect(server.requests.every((r) => r.headers.authorization === `Bearer ${SECRET}`)).toBe(true);
     expect(server.requests).toHaveLength(4); // a, c once; b twice (identical both times)
     expect(c.out()).toMatch(/negatives: 2 made \(attribute 2\), 1 failed/);
@@ -191,8 +193,9 @@ describe('tpo-lab pairs with an LLM endpoint', () => {
     server.setHandler((req) => ({ status: 401, body: JSON.stringify({ error: { message: `bad key ${req.headers.authorization}` } }) }));
     const ds = dataset({ a: 'a red cube' });
     const c = capture({ K: SECRET });
-    expect(await main(['pairs', '--data', ds.data, '--out', ds.out, '--llm-url', server.baseUrl, '--llm-model', 'm', '--api-key-env', 'K'], c.io)).toBe(0);
+    expect(await main(['pairs', '--data', ds.data, '--out', ds.out, '--llm-url', server.baseUrl, '--llm-model', 'm', '--api-key-env', 'K'], c.io)).toBe(1);
     expect(c.out()).toMatch(/1 failed/);
+    expect(c.err()).toMatch(/stopped early: .*401/);
     expect(c.out()).toMatch(/401/);
     for (const text of [c.out(), c.err(), readFileSync(ds.out, 'utf8')]) expect(text).not.toContain(SECRET);
   });

@@ -100,7 +100,7 @@ describe('LlmCaptionEditor', () => {
   it('rejects several captions in one answer', async () => {
     const editor = editorWith(() => chatReply(JSON.stringify({ captions: ['a green cube', 'a pink cube'] })), 1);
     const r = await editor.edit({ caption: ORIGINAL, principle: 'attribute' });
-    expect(!r.ok && r.reason).toMatch(/2 captions in the answer/);
+    expect(!r.ok && r.reason).toMatch(/more than one caption in the answer \(2 captions\)/);
   });
 
   it('records the principle a mix answer names', async () => {

@@ -12,14 +12,14 @@
 
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { countingGpu } from '../../src/gpu/counting';
 import type { Gpu } from '../../src/gpu/gpu';
 import { sizeClass } from '../../src/gpu/pool';
 import { clipTextParamShapes } from '../../src/models/clip-text';
 import { createLora, loraTargets } from '../../src/models/lora';
 import { formatBytes, methodShape, planMemory, type MemoryPlan, type MemoryPlanInput } from '../../src/models/memory-plan';
-import { dirModelFiles } from '../../src/models/model-files-node';
+import { dirModelFiles as openModelFiles } from '../../src/models/model-files-node';
 import { SD15_TEXT_ENCODER_CONFIG, SD15_UNET_CONFIG, SD15_VAE_CONFIG } from '../../src/models/sd15-configs';
 import { UNet, unetParams, type UNetConfig } from '../../src/models/unet';
 import { vaeParamShapes } from '../../src/models/vae';
@@ -30,6 +30,15 @@ import { Ctx, Tape } from '../../src/nn/tape';
 import { Tensor } from '../../src/nn/tensor';
 import { GOLDENS } from '../helpers/goldens';
 import { testGpu } from '../helpers/gpu';
+
+// The model files opened by the tests are closed at the end (left to the garbage collector, Node warns DEP0137).
+const opened: (() => Promise<void>)[] = [];
+afterAll(() => Promise.all(opened.splice(0).map((close) => close())));
+const dirModelFiles = (dir: string) => {
+  const files = openModelFiles(dir);
+  opened.push(async () => files.close?.());
+  return files;
+};
 
 const DIR = join(GOLDENS, 'tiny-sd15');
 /** How far the plan may be from the measured peak. */

@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { createLora, DEFAULT_TARGETS, kohyaName, loraTargets, OPTIONAL_TARGETS } from '../../src/models/lora';
 import { readLora } from '../../src/models/lora-io';
-import { dirModelFiles } from '../../src/models/model-files-node';
-import { openSafetensorsFile } from '../../src/models/safetensors-node';
+import { dirModelFiles as openModelFiles } from '../../src/models/model-files-node';
+import { openSafetensorsFile as openFile } from '../../src/models/safetensors-node';
 import { UNet, unetParams, type UNetConfig } from '../../src/models/unet';
 import { loadFolderComponent } from '../../src/models/weights';
 import { mseRows, mseRowsBackward } from '../../src/nn/ops/reduce';
@@ -13,6 +13,20 @@ import { Tensor } from '../../src/nn/tensor';
 import { relError, rng } from '../helpers/check';
 import { GOLDENS } from '../helpers/goldens';
 import { testGpu } from '../helpers/gpu';
+
+// Files opened by the tests are closed at the end (left to the garbage collector, Node warns DEP0137).
+const opened: (() => Promise<void>)[] = [];
+afterAll(() => Promise.all(opened.splice(0).map((close) => close())));
+const dirModelFiles = (dir: string) => {
+  const files = openModelFiles(dir);
+  opened.push(async () => files.close?.());
+  return files;
+};
+const openSafetensorsFile = async (file: string) => {
+  const f = await openFile(file);
+  opened.push(f.close);
+  return f;
+};
 
 const DIR = join(GOLDENS, 'tiny-sd15');
 
