@@ -1,6 +1,7 @@
 // Option tables for subcommands: one definition gives both node:util parseArgs' config and the --help text.
 
 import { parseArgs } from 'node:util';
+import { InputError } from '../app/errors';
 
 export interface OptionSpec {
   type: 'string' | 'boolean';
@@ -14,8 +15,11 @@ export interface OptionSpec {
 
 export type OptionTable = Record<string, OptionSpec>;
 
-/** A mistake in how the command was called: main prints it with a pointer to --help and exits 2. */
-export class UsageError extends Error {
+/**
+ * A mistake in how the command was called: main prints it with a pointer to --help and exits 2, as it does
+ * the shared layer's InputError (bad data, settings or run folder), which this extends.
+ */
+export class UsageError extends InputError {
   constructor(message: string) {
     super(message);
     this.name = 'UsageError';

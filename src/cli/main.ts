@@ -1,7 +1,7 @@
 // tpo-lab: the command-line entry. `main(argv)` dispatches to a subcommand from the table in commands.ts
 // and returns the exit status; bin/tpo-lab.mjs calls it with process.argv.slice(2).
 
-import { UsageError } from './args';
+import { InputError } from '../app/errors';
 import type { Command } from './command';
 import { COMMANDS } from './commands';
 import { type CliIO, processIO, systemErrorMessage } from './io';
@@ -48,7 +48,7 @@ export async function main(argv: string[], io?: CliIO, commands: readonly Comman
     try {
       return await command.run(rest, io);
     } catch (e) {
-      if (e instanceof UsageError) {
+      if (e instanceof InputError) {
         io.stderr.write(`tpo-lab ${name}: ${e.message}\nRun 'tpo-lab ${name} --help' for its options.\n`);
         return 2;
       }
