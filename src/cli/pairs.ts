@@ -1,20 +1,18 @@
 // tpo-lab pairs: write mismatched captions (negatives) for every caption of a dataset, with an LLM or the
-// rule editor, into the trainer's JSONL. Re-running skips the captions already done.
+// rule editor, into the trainer's JSONL. Re-running skips the captions already done. The job itself is
+// app/pairs-job.ts (the worker runs it too); here are the options, the files and the terminal.
 
 import { existsSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
-import { addNegatives, liveNegatives } from '../data/dataset';
+import { type PairsEditor, pairsEditor, runPairsJob } from '../app/pairs-job';
+import { exportTrainerJsonl } from '../data/export';
 import { parseTrainerJsonl } from '../data/import';
 import { absoluteImagePath, importPath, relativeImagePath, writeFileAtomic } from '../data/node-fs';
-import { exportTrainerJsonl } from '../data/export';
-import { type DatasetItem, DatasetImportError, type FailedEdit, formatProblem } from '../data/types';
-import { ChatClient, isAbortError, LlmError } from '../llm/client';
-import { LlmCaptionEditor } from '../llm/editor';
-import { makeNegatives, runPool, type NegativesResult } from '../llm/generate';
+import { type DatasetItem, DatasetImportError, formatProblem } from '../data/types';
+import { PRINCIPLE_CHOICES, type PrincipleChoice, PRINCIPLES } from '../data/vocabulary';
+import { LlmError } from '../llm/client';
 import { defaultTemplates, type PromptTemplates } from '../llm/principles';
-import { RuleCaptionEditor } from '../llm/rules';
-import { type CaptionEditor, PRINCIPLE_CHOICES, type PrincipleChoice, PRINCIPLES } from '../llm/types';
 import { loadClipTokenizer } from '../models/tokenizer-node';
 import { formatHelp, intOpt, numberOpt, type OptionTable, parseOptions, stringOpt, UsageError } from './args';
 import type { Command } from './command';
@@ -92,13 +90,6 @@ async function loadTemplates(file: string): Promise<PromptTemplates> {
   return templates;
 }
 
-interface Slot {
-  item: DatasetItem;
-  /** Whether this run has to make negatives for it. */
-  need: number;
-  index: number;
-}
-
 async function runPairs(argv: string[], io: CliIO): Promise<number> {
   const { values, positionals } = parseOptions(argv, OPTIONS);
   if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
@@ -130,7 +121,6 @@ async function runPairs(argv: string[], io: CliIO): Promise<number> {
     apiKey = io.env[keyEnv];
     if (!apiKey) throw new UsageError(`environment variable ${keyEnv} (named by --api-key-env) is not set or empty`);
   }
-  const redact = (text: string) => (apiKey && apiKey.length >= 4 ? text.split(apiKey).join('[redacted]') : text);
 
   const cwd = io.cwd;
   const dataPath = path.resolve(cwd, dataArg);
@@ -162,10 +152,13 @@ async function runPairs(argv: string[], io: CliIO): Promise<number> {
     for (const p of imported.problems.slice(0, 10)) say(`  ${formatProblem(p)}`);
     if (imported.problems.length > 10) say(`  ... and ${imported.problems.length - 10} more`);
   }
+  // The dataset names images relative to its root, the output relative to its own folder: the job matches
+  // them by name, so both become absolute here (and relative to the output again when written).
+  const root = imported.root;
+  const items = imported.items.map((item) => ({ ...item, image: absoluteImagePath(item, root) }));
 
   // What an earlier run already wrote.
-  const keyOf = (item: DatasetItem, root: string) => `${absoluteImagePath(item, root)}\u0000${item.caption}`;
-  const previous = new Map<string, DatasetItem[]>();
+  let earlier: DatasetItem[] = [];
   if (existsSync(outPath)) {
     let prior;
     try {
@@ -179,133 +172,73 @@ async function runPairs(argv: string[], io: CliIO): Promise<number> {
       }
       throw e;
     }
-    for (const item of prior.items) {
-      const k = keyOf(item, outDir);
-      previous.set(k, [...(previous.get(k) ?? []), item]);
-    }
+    earlier = prior.items.map((item) => ({ ...item, image: absoluteImagePath(item, outDir) }));
   }
-  const slots: Slot[] = imported.items.map((fresh, index) => {
-    const k = keyOf(fresh, imported.root);
-    const earlier = previous.get(k)?.shift();
-    // Earlier output items carry image paths relative to the output: bring them back to the data root.
-    const item = earlier ? { ...earlier, id: fresh.id, image: fresh.image } : fresh;
-    return { item, need: Math.max(0, perCaption - liveNegatives(item).length), index };
-  });
-  // Items of the old output that the dataset no longer has are kept, after the others.
-  const leftovers = [...previous.values()].flat().map((item) => ({ ...item, image: path.resolve(outDir, item.image) }));
 
   // The editor.
-  let editor: CaptionEditor;
   let countTokens: ((text: string) => number) | undefined;
   const tokArg = stringOpt(values, 'tokenizer');
   if (tokArg) {
     const tokenizer = await loadClipTokenizer(path.resolve(cwd, tokArg));
     countTokens = (t) => tokenizer.countTokens(t);
   }
-  let client: ChatClient | undefined;
-  if (useRules) {
-    editor = new RuleCaptionEditor({ seed, countTokens });
-    say(`editor: rules (seed ${seed})${llmUrl ? ' (--rules given: the LLM is not used)' : ''}`);
-  } else {
-    try {
-      client = new ChatClient({
-        baseUrl: llmUrl!,
-        model: llmModel!,
-        apiKey,
-        concurrency,
-        timeoutMs: timeoutS * 1000,
-        maxRetries: httpRetries,
-        temperature,
-        jsonMode,
-      });
-    } catch (e) {
-      if (e instanceof LlmError) throw new UsageError(e.message);
-      throw e;
-    }
-    const templatesArg = stringOpt(values, 'templates');
-    const templates = templatesArg ? await loadTemplates(path.resolve(cwd, templatesArg)) : undefined;
-    editor = new LlmCaptionEditor({ client, templates, maxAttempts: tries, countTokens, temperature });
-    say(`editor: LLM ${llmModel} at ${client.url}${apiKey ? ` (API key from $${keyEnv})` : ''}`);
-  }
-  if (!countTokens) say('note: no --tokenizer given, so the 77-token check uses an estimate');
-
-  const todo = slots.filter((s) => s.need > 0);
-  const alreadyDone = slots.length - todo.length;
-  say(`${slots.length} caption(s): ${todo.length} to do, ${alreadyDone} already done; ${perCaption} negative(s) each, principles ${principles.join(',')}`);
-
-  // Writing: every couple of seconds while running, and at the end.
-  const exportAll = () =>
-    exportTrainerJsonl([...slots.map((s) => s.item), ...leftovers], {
-      imagePath: (item) => relativeImagePath(item, imported.root, outDir),
-    });
-  let saving: Promise<void> = Promise.resolve();
-  let lastSave = Date.now();
-  const save = () => {
-    lastSave = Date.now();
-    saving = saving.then(() => writeFileAtomic(outPath, exportAll()));
-    return saving;
-  };
-
-  const bar = new ProgressBar(io.stderr, todo.length, 'pairs', !quiet);
-  let made = 0;
-  // Set when the server cannot be reached (or refuses the key or model): every other caption would fail
-  // the same way, so the run stops instead of trying each.
-  let serverGone: string | null = null;
-  const failures: FailedEdit[] = [];
-  const byPrinciple = new Map<string, number>();
-  const signal = io.signal;
-  let pool;
-  let done = 0;
+  const templatesArg = stringOpt(values, 'templates');
+  const templates = !useRules && templatesArg ? await loadTemplates(path.resolve(cwd, templatesArg)) : undefined;
+  let built: PairsEditor;
   try {
-    pool = await runPool(
-      todo,
-      useRules ? 1 : concurrency,
-      async (slot) => {
-        const live = liveNegatives(slot.item);
-        let result: NegativesResult;
-        try {
-          result = await makeNegatives(editor, {
-            caption: slot.item.caption,
-            count: slot.need,
-            principles,
-            offset: slot.index * perCaption + live.length,
-            existing: slot.item.negatives.map((n) => n.caption),
-            signal,
-          });
-        } catch (e) {
-          if (isAbortError(e)) throw e;
-          throw new Error(redact(e instanceof Error ? e.message : String(e)));
-        }
-        const at = new Date().toISOString();
-        const failed = result.failed.map((f) => ({ principle: f.principle, source: f.source, reason: redact(f.reason), attempts: f.attempts, at }));
-        slot.item = { ...addNegatives(slot.item, result.made.map((m) => ({ ...m, at }))), failures: failed };
-        made += result.made.length;
-        for (const m of result.made) byPrinciple.set(m.principle, (byPrinciple.get(m.principle) ?? 0) + 1);
-        failures.push(...failed);
-        done++;
-        if (result.cancelled) throw new LlmError('aborted', 'cancelled');
-        if (result.serverGone) {
-          serverGone ??= redact(result.serverGone);
-          throw new ServerGone();
-        }
-        bar.tick(1, failures.length ? `${failures.length} failed` : '');
-        if (Date.now() - lastSave > 2000) void save();
+    built = pairsEditor(
+      {
+        rules: useRules,
+        seed,
+        llm: useRules
+          ? null
+          : { baseUrl: llmUrl!, model: llmModel!, apiKey, concurrency, timeoutMs: timeoutS * 1000, maxRetries: httpRetries, temperature, jsonMode, maxAttempts: tries, templates },
       },
-      signal,
+      countTokens,
     );
   } catch (e) {
-    if (!(e instanceof ServerGone)) throw e;
-    pool = { completed: done, cancelled: false };
+    if (e instanceof LlmError) throw new UsageError(e.message);
+    throw e;
+  }
+  if (built.editor.source === 'rule') say(`editor: rules (seed ${seed})${llmUrl && values.rules === true ? ' (--rules given: the LLM is not used)' : ''}`);
+  else say(`editor: LLM ${llmModel} at ${built.url}${apiKey ? ` (API key from $${keyEnv})` : ''}`);
+  if (!countTokens) say('note: no --tokenizer given, so the 77-token check uses an estimate');
+
+  // The job; the output is written whole each time, atomically, with image paths relative to it.
+  const save = (all: DatasetItem[]) => writeFileAtomic(outPath, exportTrainerJsonl(all, { imagePath: (item) => relativeImagePath(item, root, outDir) }));
+  let bar: ProgressBar | undefined;
+  let result;
+  try {
+    result = await runPairsJob({
+      items,
+      earlier,
+      editor: built.editor,
+      principles,
+      perCaption,
+      concurrency: built.concurrency,
+      signal: io.signal,
+      save,
+      apiKey,
+      onEvent: (event) => {
+        if (event.type === 'start') {
+          say(`${event.captions} caption(s): ${event.todo} to do, ${event.alreadyDone} already done; ${perCaption} negative(s) each, principles ${principles.join(',')}`);
+          bar = new ProgressBar(io.stderr, event.todo, 'pairs', !quiet);
+        } else if (event.type === 'progress') {
+          bar?.tick(1, event.failed ? `${event.failed} failed` : '');
+        }
+      },
+    });
   } finally {
-    bar.finish();
-    await save();
+    bar?.finish();
   }
 
   // Summary.
   const out = io.stdout;
-  const principleList = [...byPrinciple].map(([p, n]) => `${p} ${n}`).join(', ');
-  out.write(`pairs: ${slots.length} caption(s), ${pool.completed} done now, ${alreadyDone} already done (skipped)\n`);
-  out.write(`negatives: ${made} made${principleList ? ` (${principleList})` : ''}, ${failures.length} failed\n`);
+  const { failures, serverGone } = result;
+  const left = result.todo - result.completed;
+  const principleList = Object.entries(result.byPrinciple).map(([p, n]) => `${p} ${n}`).join(', ');
+  out.write(`pairs: ${result.captions} caption(s), ${result.completed} done now, ${result.alreadyDone} already done (skipped)\n`);
+  out.write(`negatives: ${result.made} made${principleList ? ` (${principleList})` : ''}, ${failures.length} failed\n`);
   if (failures.length) {
     const reasons = new Map<string, number>();
     for (const f of failures) {
@@ -315,15 +248,15 @@ async function runPairs(argv: string[], io: CliIO): Promise<number> {
     out.write('failed:\n');
     for (const [reason, n] of [...reasons].sort((a, b) => b[1] - a[1])) out.write(`  ${n} x ${reason}\n`);
   }
-  out.write(`wrote ${outArg} (${slots.length + leftovers.length} item(s))\n`);
-  if (pool.cancelled) {
-    out.write(`cancelled: ${todo.length - pool.completed} caption(s) left; run the same command again to resume\n`);
+  out.write(`wrote ${outArg} (${result.items.length} item(s))\n`);
+  if (result.cancelled) {
+    out.write(`cancelled: ${left} caption(s) left; run the same command again to resume\n`);
     return 130;
   }
   // A run that could not make every negative is not a success: what was made is saved, and the same
   // command tries the rest again.
   if (serverGone) {
-    say(`stopped early: ${serverGone}. ${todo.length - pool.completed} caption(s) were not tried; what was made is saved in ${outArg}. Check --llm-url and the server, then run the same command again to resume.`);
+    say(`stopped early: ${serverGone}. ${left} caption(s) were not tried; what was made is saved in ${outArg}. Check --llm-url and the server, then run the same command again to resume.`);
     return 1;
   }
   if (failures.length) {
@@ -331,11 +264,4 @@ async function runPairs(argv: string[], io: CliIO): Promise<number> {
     return 1;
   }
   return 0;
-}
-
-/** Thrown from a caption's task to stop the pool when the server is gone (see isServerGone). */
-class ServerGone extends Error {
-  constructor() {
-    super('the LLM server is gone');
-  }
 }

@@ -1,8 +1,8 @@
 // Operations on dataset items for the review screens and the CLI. Pure: each returns a new item and
 // leaves its input as it was, so UI stores can compare by reference.
 
-import type { NegativeSource, RecordedPrinciple } from '../llm/types';
-import type { DatasetItem, FailedEdit, HistoryEntry, Negative, NegativeStatus } from './types';
+import type { DatasetItem, FailedEdit, HistoryEntry, Negative } from './types';
+import type { NegativeSource, NegativeStatus, RecordedPrinciple } from './vocabulary';
 
 const now = () => new Date().toISOString();
 

@@ -1,4 +1,5 @@
 // The dataset layer (browser-safe): model, operations, import, export, image preparation. Node adapters: ./node-fs, ./decode-node.
+export * from './vocabulary';
 export * from './types';
 export * from './dataset';
 export * from './image';

@@ -1,19 +1,16 @@
 // One JSON / CSV record <-> one dataset item, for the trainer's JSONL and the other record layouts.
 // Known fields are checked; unknown fields are kept as they were, in `extra`.
 
-import type { NegativeSource, RecordedPrinciple } from '../llm/types';
 import { joinPath } from './source';
+import type { DatasetItem, FailedEdit, HistoryEntry, ImportProblem, Negative } from './types';
 import {
-  type DatasetItem,
-  type FailedEdit,
-  type HistoryEntry,
-  type ImportProblem,
   NEGATIVE_SOURCES,
   NEGATIVE_STATUSES,
-  type Negative,
+  type NegativeSource,
   type NegativeStatus,
   RECORDED_PRINCIPLES,
-} from './types';
+  type RecordedPrinciple,
+} from './vocabulary';
 
 /** Which record fields hold the image path and the caption. */
 export interface RecordColumns {

@@ -1,12 +1,7 @@
 // The dataset model the app's review screens and the CLI share: images with their true captions and the
 // mismatched captions (negatives) written for them.
 
-import type { NegativeSource, PrincipleChoice, RecordedPrinciple } from '../llm/types';
-
-export type NegativeStatus = 'pending' | 'accepted' | 'rejected';
-export const NEGATIVE_STATUSES: readonly NegativeStatus[] = ['pending', 'accepted', 'rejected'];
-export const RECORDED_PRINCIPLES: readonly RecordedPrinciple[] = ['content', 'attribute', 'spatial', 'context', 'other'];
-export const NEGATIVE_SOURCES: readonly NegativeSource[] = ['llm', 'rule', 'manual'];
+import type { NegativeSource, NegativeStatus, PrincipleChoice, RecordedPrinciple } from './vocabulary';
 
 /** One change to a negative, newest last. */
 export interface HistoryEntry {

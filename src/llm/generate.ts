@@ -1,8 +1,9 @@
 // Making N negatives for a caption with any editor, and running many captions through a bounded pool.
 
+import type { NegativeSource, PrincipleChoice, RecordedPrinciple } from '../data/vocabulary';
 import { isAbortError } from './client';
 import { principleFor } from './principles';
-import type { CaptionEditor, NegativeSource, PrincipleChoice, RecordedPrinciple } from './types';
+import type { CaptionEditor } from './types';
 
 export interface MadeNegative {
   caption: string;

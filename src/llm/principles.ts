@@ -1,7 +1,7 @@
 // The four editing principles of TPO and the prompts that ask an LLM for one mismatched caption.
 // Every template is plain text with {{placeholders}}, so the app can let the user edit them.
 
-import { PRINCIPLES, type Principle, type PrincipleChoice } from './types';
+import { type Principle, type PrincipleChoice, PRINCIPLES } from '../data/vocabulary';
 import type { ChatMessage } from './client';
 
 export interface PrincipleInfo {

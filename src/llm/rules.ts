@@ -3,8 +3,9 @@
 // class in the same list ("red" -> "blue", "left" -> "right", "day" -> "night"). One swap per negative,
 // so the edit stays subtle. Deterministic: the same seed, caption, principle and index give the same edit.
 
+import { type Principle, type PrincipleChoice, PRINCIPLES } from '../data/vocabulary';
 import { pick, seededRandom } from './random';
-import { PRINCIPLES, type CaptionEditor, type EditRequest, type EditResult, type Principle, type PrincipleChoice } from './types';
+import type { CaptionEditor, EditRequest, EditResult } from './types';
 import { validateNegative, type ValidationOptions } from './validate';
 
 /** Interchangeable-for-the-eye classes: a swap always goes to another class of the same group. */

@@ -1,25 +1,18 @@
-// Shared vocabulary of the caption-editing pipeline: principles, sources, results.
+// The caption editors' interface: what an edit request asks and what an editor answers.
 
-/** The four editing principles of TPO. */
-export const PRINCIPLES = ['content', 'attribute', 'spatial', 'context'] as const;
-export type Principle = (typeof PRINCIPLES)[number];
+import type { NegativeSource, PrincipleChoice, RecordedPrinciple } from '../data/vocabulary';
 
-/** What a negative records: one of the four, or 'other' (manual edits, unknown labels). */
-export type RecordedPrinciple = Principle | 'other';
-
-/** What a request may ask for: one principle, or 'mix' (the editor picks one and reports which). */
-export type PrincipleChoice = Principle | 'mix';
-export const PRINCIPLE_CHOICES: readonly PrincipleChoice[] = [...PRINCIPLES, 'mix'];
-
-export type NegativeSource = 'llm' | 'rule' | 'manual';
-
-export function isPrinciple(x: unknown): x is Principle {
-  return typeof x === 'string' && (PRINCIPLES as readonly string[]).includes(x);
-}
-
-export function isPrincipleChoice(x: unknown): x is PrincipleChoice {
-  return x === 'mix' || isPrinciple(x);
-}
+// The vocabulary is the data layer's; re-exported so the editors' users need one import.
+export {
+  isPrinciple,
+  isPrincipleChoice,
+  type NegativeSource,
+  type Principle,
+  PRINCIPLE_CHOICES,
+  type PrincipleChoice,
+  PRINCIPLES,
+  type RecordedPrinciple,
+} from '../data/vocabulary';
 
 /** One edit request: make caption `caption` wrong by `principle`, differently from `avoid`. */
 export interface EditRequest {

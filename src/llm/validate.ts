@@ -2,8 +2,8 @@
 // different from the original, not a paraphrase (its content words differ), within the text encoder's
 // token budget, with the principle recorded.
 
+import { isPrinciple, type PrincipleChoice, type RecordedPrinciple } from '../data/vocabulary';
 import { extractCaption, tidyCaption, type ExtractedAnswer } from './extract';
-import { isPrinciple, type PrincipleChoice, type RecordedPrinciple } from './types';
 
 /** SD1.5's text encoder: 77 ids, of which BOS and EOS take two. */
 export const DEFAULT_TOKEN_BUDGET = 75;
