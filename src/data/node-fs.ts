@@ -32,6 +32,14 @@ export function nodeSource(root: string): DatasetSource {
     async readText(p) {
       return stripBom(await readFile(resolve(p), 'utf8'));
     },
+    async readFile(p) {
+      try {
+        return new Uint8Array(await readFile(resolve(p)));
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT' || (e as NodeJS.ErrnoException).code === 'ENOTDIR') return null;
+        throw e;
+      }
+    },
     async readHead(p, bytes) {
       let handle;
       try {

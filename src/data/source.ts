@@ -10,6 +10,8 @@ export interface DatasetSource {
   readText(path: string): Promise<string>;
   /** The first `bytes` bytes of a file, or null when there is no such file. */
   readHead(path: string, bytes: number): Promise<Uint8Array | null>;
+  /** A whole file, or null when there is no such file (for copying a dataset's images into the lab's storage). */
+  readFile?(path: string): Promise<Uint8Array | null>;
 }
 
 /** Joins a directory and a relative path, resolving "." and ".." (POSIX, no leading slash kept; leading ".." kept). */
@@ -66,6 +68,10 @@ export function filesSource(files: Iterable<File>, name = 'selected files'): Dat
       const f = byPath.get(joinPath('', path));
       if (!f) return null;
       return new Uint8Array(await f.slice(0, bytes).arrayBuffer());
+    },
+    async readFile(path) {
+      const f = byPath.get(joinPath('', path));
+      return f ? new Uint8Array(await f.arrayBuffer()) : null;
     },
   };
 }

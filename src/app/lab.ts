@@ -1,0 +1,520 @@
+// The lab: what the app's screens ask the engine for, over one Storage (the browser's OPFS, or a folder in
+// Node) and one GPU. Models, datasets (images copied in, captions, negatives with their review status),
+// the pairs job, feature preparation, training runs with pause / resume / cancel and recovery from a lost
+// device, scores, and LoRA export. Platform-free: the engine worker is a thin shell over this (it turns
+// results and errors into plain values), and tests drive it directly in Node.
+//
+// Storage layout: datasets/<id>/{dataset.json, items.jsonl, images/...}, runs/<id>/ (see training-run.ts),
+// features/ (the feature cache, shared by every run of every dataset: keys hash the inputs and the model).
+
+import { datasetStats, type DatasetStats } from '../data/dataset';
+import { exportTrainerJsonl } from '../data/export';
+import { importDataset, type ImportOptions, parseTrainerJsonl } from '../data/import';
+import type { RgbaImage } from '../data/pixels';
+import type { DatasetSource } from '../data/source';
+import type { DatasetItem, ImportProblem } from '../data/types';
+import type { PrincipleChoice } from '../data/vocabulary';
+import { type Gpu, GpuDeviceLostError } from '../gpu/gpu';
+import { decodeLora, encodeLora, type LoraFormat } from '../models/lora-io';
+import { SafetensorsFile, memorySource } from '../models/safetensors';
+import { unetParams } from '../models/unet';
+import { splitExamples } from '../tpo/examples';
+import type { FeatureStore } from '../tpo/features';
+import { defaultTrainConfig, type TrainConfig, TrainControl, validateTrainConfig } from '../tpo/trainer';
+import { DEFAULT_SCORE_DRAWS } from '../tpo/scores';
+import { InputError } from './errors';
+import type { ModelHandle } from './model';
+import { type PairsEditorSettings, type PairsEvent, type PairsJobResult, pairsEditor, runPairsJob } from './pairs-job';
+import { readText, type Storage } from './storage';
+import { storageFeatureStore } from './feature-store';
+import { parseTrainingData, prepareTrainingFeatures } from './training-data';
+import {
+  CHECKPOINT_FOLDER,
+  LORA_FILE,
+  METRICS_FILE,
+  type PngEncoder,
+  readSavedRun,
+  RUN_SETTINGS_FILE,
+  type RunEvent,
+  type RunResult,
+  type RunSettings,
+  SCORES_FILE,
+  type SavedRun,
+  trainRun,
+} from './training-run';
+
+/** What differs between platforms. */
+export interface LabPlatform {
+  /** The lab's own folder. */
+  root: Storage;
+  /** The GPU, opened on first use and kept; a lost device is replaced by a new one on the next call. */
+  gpu(): Promise<Gpu>;
+  decode(bytes: Uint8Array, name: string): Promise<RgbaImage>;
+  formats?: readonly string[];
+  encodePng: PngEncoder;
+}
+
+export interface ModelInfo {
+  name: string;
+  kind: 'folder' | 'single-file';
+  unet: { blockOutChannels: number[]; layersPerBlock: number; crossAttentionDim: number; sampleSize: number; inChannels: number };
+  textEncoder: { hiddenSize: number; layers: number };
+  vae: { latentChannels: number; downsample: number; scalingFactor: number };
+}
+
+export interface DatasetInfo {
+  id: string;
+  name: string;
+  createdAt: string;
+  items: number;
+  stats: DatasetStats;
+}
+
+export interface DatasetImport {
+  dataset: DatasetInfo;
+  /** Records left out (with onInvalid 'skip'). */
+  problems: ImportProblem[];
+}
+
+/** A training run as the lab lists it. */
+export interface RunInfo {
+  id: string;
+  method: string;
+  dataset: string;
+  /** running / paused: in this session; stopped: has a checkpoint to resume from; done: has its LoRA. */
+  status: 'running' | 'paused' | 'stopped' | 'done' | 'failed';
+  step: number;
+  steps: number;
+  startedAt: number;
+  /** Why it failed or stopped, when it did. */
+  error?: string;
+}
+
+export interface RunRequest {
+  dataset: string;
+  /** Training hyper-parameters; the rest from defaultTrainConfig(method). */
+  config: Partial<TrainConfig> & { method: TrainConfig['method'] };
+  /** Run settings; defaults as the CLI's. */
+  settings?: Partial<Pick<RunSettings, 'negatives' | 'holdout' | 'precision' | 'scoreDraws' | 'scoreEvery' | 'scoreLimit' | 'checkpointEvery' | 'dtype' | 'title' | 'allowSmallImages' | 'previews'>>;
+}
+
+/** Events of a run as the lab reports them: the run's own, its status, and recoveries. */
+export type LabRunEvent =
+  | (RunEvent & { run: string })
+  | { type: 'status'; run: string; status: RunInfo['status']; step: number; error?: string }
+  | { type: 'device-lost'; run: string; message: string; resumeFrom: number };
+
+export interface NegativesRequest extends PairsEditorSettings {
+  principles: PrincipleChoice[];
+  perCaption: number;
+}
+
+/** How many times a run reopens a lost device and resumes from its checkpoint before it gives up. */
+const DEVICE_LOSS_RETRIES = 2;
+
+const DATASETS = 'datasets';
+const RUNS = 'runs';
+const IMAGES = 'images';
+const ITEMS_FILE = 'items.jsonl';
+const DATASET_FILE = 'dataset.json';
+
+/** A short id that sorts by time: yyyymmdd-hhmmss-xxxx. */
+function newId(): string {
+  const d = new Date();
+  const p = (n: number, w = 2) => String(n).padStart(w, '0');
+  const stamp = `${d.getUTCFullYear()}${p(d.getUTCMonth() + 1)}${p(d.getUTCDate())}-${p(d.getUTCHours())}${p(d.getUTCMinutes())}${p(d.getUTCSeconds())}`;
+  return `${stamp}-${Math.floor(Math.random() * 0x10000).toString(16).padStart(4, '0')}`;
+}
+
+function checkId(id: string, what: string): string {
+  if (!/^[0-9a-z-]{1,64}$/.test(id)) throw new InputError(`${what} ${JSON.stringify(id)} is not a valid id`);
+  return id;
+}
+
+interface ActiveRun {
+  control: TrainControl;
+  status: 'running' | 'paused';
+  step: number;
+  steps: number;
+  done: Promise<void>;
+}
+
+export class Lab {
+  private model: ModelHandle | null = null;
+  private readonly active = new Map<string, ActiveRun>();
+  /** Runs that failed in this session, with why (a stopped run's checkpoint is still there). */
+  private readonly failed = new Map<string, string>();
+  readonly features: FeatureStore;
+
+  constructor(private readonly platform: LabPlatform) {
+    this.features = storageFeatureStore(platform.root.folder('features'));
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Model
+
+  /** Opens a model (checking its configs and weight headers) and makes it the lab's model. */
+  async openModel(model: ModelHandle): Promise<ModelInfo> {
+    const checked = await model.check();
+    if (this.active.size) throw new InputError('a training run is in progress; pause or cancel it before changing the model');
+    await this.model?.close();
+    this.model = model;
+    const u = checked.unet;
+    return {
+      name: model.name,
+      kind: model.kind,
+      unet: { blockOutChannels: [...u.block_out_channels], layersPerBlock: u.layers_per_block, crossAttentionDim: u.cross_attention_dim, sampleSize: u.sample_size ?? 64, inChannels: u.in_channels },
+      textEncoder: { hiddenSize: checked.text.hidden_size, layers: checked.text.num_hidden_layers },
+      vae: { latentChannels: checked.vae.latent_channels, downsample: 2 ** (checked.vae.block_out_channels.length - 1), scalingFactor: checked.vae.scaling_factor },
+    };
+  }
+
+  private requireModel(): ModelHandle {
+    if (!this.model) throw new InputError('no model is open: open a model folder or checkpoint first');
+    return this.model;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Datasets
+
+  private datasetFolder(id: string): Storage {
+    return this.platform.root.folder(`${DATASETS}/${checkId(id, 'dataset')}`);
+  }
+
+  /**
+   * Imports a dataset (any layout `tpo-lab pairs` reads) and copies its images into the lab's storage, so
+   * it stays usable when the picked files are gone. Nothing is kept when any step fails.
+   */
+  async importDataset(source: DatasetSource, name: string, options: ImportOptions = {}, onProgress?: (done: number, total: number) => void): Promise<DatasetImport> {
+    if (!source.readFile) throw new Error(`${source.name}: this source cannot read whole files, so its images cannot be copied`);
+    const result = await importDataset(source, options);
+    if (result.items.length === 0) throw new InputError(`${source.name}: no captioned images found`);
+    const id = newId();
+    const folder = this.datasetFolder(id);
+    try {
+      const images = [...new Set(result.items.map((i) => i.image))];
+      for (const [i, image] of images.entries()) {
+        const bytes = await source.readFile!(image);
+        if (!bytes) throw new InputError(`${source.name}: ${image} disappeared during the import`);
+        await folder.write(`${IMAGES}/${image}`, bytes);
+        onProgress?.(i + 1, images.length);
+      }
+      await this.saveItems(id, result.items);
+      const info = { id, name, createdAt: new Date().toISOString() };
+      await folder.write(DATASET_FILE, `${JSON.stringify(info, null, 2)}\n`);
+      return { dataset: { ...info, items: result.items.length, stats: datasetStats(result.items) }, problems: result.problems };
+    } catch (e) {
+      await this.platform.root.remove(`${DATASETS}/${id}`);
+      throw e;
+    }
+  }
+
+  async listDatasets(): Promise<DatasetInfo[]> {
+    const out: DatasetInfo[] = [];
+    for (const id of await this.platform.root.list(DATASETS)) {
+      const text = await readText(this.platform.root, `${DATASETS}/${id}/${DATASET_FILE}`);
+      if (!text) continue; // an import that did not finish
+      const items = await this.datasetItems(id);
+      out.push({ ...(JSON.parse(text) as { id: string; name: string; createdAt: string }), items: items.length, stats: datasetStats(items) });
+    }
+    return out;
+  }
+
+  async datasetItems(id: string): Promise<DatasetItem[]> {
+    const text = await readText(this.datasetFolder(id), ITEMS_FILE);
+    if (text === null) throw new InputError(`there is no dataset ${id}`);
+    return parseTrainerJsonl(text, { file: ITEMS_FILE, onInvalid: 'error' }).items;
+  }
+
+  /** Replaces a dataset's items (captions, negatives and their review status) as a whole. */
+  async saveItems(id: string, items: readonly DatasetItem[]): Promise<void> {
+    await this.datasetFolder(id).write(ITEMS_FILE, exportTrainerJsonl(items));
+  }
+
+  async deleteDataset(id: string): Promise<void> {
+    await this.platform.root.remove(`${DATASETS}/${checkId(id, 'dataset')}`);
+  }
+
+  /** Writes negatives for the dataset's captions (resuming: captions that have enough are skipped). */
+  async makeNegatives(id: string, request: NegativesRequest, onEvent?: (e: PairsEvent) => void, signal?: AbortSignal): Promise<Omit<PairsJobResult, 'items'>> {
+    const items = await this.datasetItems(id);
+    const tokenizer = this.model ? await this.model.tokenizer() : null;
+    const { editor, concurrency } = pairsEditor(request, tokenizer ? (t) => tokenizer.countTokens(t) : undefined);
+    const { items: _saved, ...result } = await runPairsJob({
+      items,
+      editor,
+      principles: request.principles,
+      perCaption: request.perCaption,
+      concurrency,
+      signal,
+      apiKey: request.llm?.apiKey,
+      onEvent,
+      save: (next) => this.saveItems(id, next),
+    });
+    return result;
+  }
+
+  /** Prepares (caches) the features a method's training on the dataset needs; returns how many were needed. */
+  async prepareFeatures(id: string, options: { method: TrainConfig['method']; resolution: number; negatives?: 'all' | 'accepted' }, onProgress?: (done: number, total: number) => void): Promise<{ features: number }> {
+    const model = this.requireModel();
+    const data = await this.trainingData(id, options.method, options.negatives ?? 'all');
+    await model.check({ resolution: options.resolution });
+    const gpu = await this.platform.gpu();
+    let total = 0;
+    await prepareTrainingFeatures(gpu, model, data.examples, {
+      resolution: options.resolution,
+      store: this.features,
+      readImage: (image) => this.readImage(id, image),
+      decode: this.platform.decode,
+      onProgress: (done, all) => {
+        total = all;
+        onProgress?.(done, all);
+      },
+    });
+    return { features: total };
+  }
+
+  private async trainingData(id: string, method: TrainConfig['method'], negatives: 'all' | 'accepted') {
+    const text = await readText(this.datasetFolder(id), ITEMS_FILE);
+    if (text === null) throw new InputError(`there is no dataset ${id}`);
+    return parseTrainingData(text, { source: `dataset ${id}`, file: ITEMS_FILE, method, skipBadLines: false, negatives, resolveImage: (p) => p });
+  }
+
+  private async readImage(dataset: string, image: string, bytes?: number): Promise<Uint8Array> {
+    const all = await this.datasetFolder(dataset).read(`${IMAGES}/${image}`);
+    if (!all) throw new InputError(`${image}: the image is missing from dataset ${dataset}`);
+    return bytes === undefined ? all : all.subarray(0, bytes);
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Runs
+
+  private runFolder(id: string): Storage {
+    return this.platform.root.folder(`${RUNS}/${checkId(id, 'run')}`);
+  }
+
+  /** Starts a run in the background; its events go to `onEvent`. Resolves with its id once it has started. */
+  async startRun(request: RunRequest, onEvent: (e: LabRunEvent) => void): Promise<string> {
+    const model = this.requireModel();
+    const config: TrainConfig = { ...defaultTrainConfig(request.config.method), ...request.config };
+    try {
+      validateTrainConfig(config);
+    } catch (e) {
+      throw new InputError((e as Error).message);
+    }
+    const s = request.settings ?? {};
+    const settings: RunSettings = {
+      model: model.name,
+      data: checkId(request.dataset, 'dataset'),
+      negatives: s.negatives ?? 'all',
+      skipBadLines: false,
+      holdout: s.holdout ?? 0.1,
+      cache: 'features',
+      precision: s.precision ?? 'auto',
+      scoreDraws: s.scoreDraws ?? DEFAULT_SCORE_DRAWS,
+      scoreEvery: s.scoreEvery ?? 0,
+      scoreLimit: s.scoreLimit ?? 256,
+      checkpointEvery: s.checkpointEvery ?? 100,
+      dtype: s.dtype ?? 'fp16',
+      title: s.title,
+      startedAt: Math.floor(Date.now() / 1000),
+      allowSmallImages: s.allowSmallImages ?? false,
+      previews: s.previews,
+    };
+    if (!(settings.holdout >= 0 && settings.holdout < 1)) throw new InputError('holdout must be from 0 to below 1');
+    const data = await this.trainingData(settings.data, config.method, settings.negatives);
+    if (splitExamples(data.examples, settings.holdout, config.seed).train.length === 0) throw new InputError('no training examples are left after the held-out split; lower the held-out share');
+    const id = newId();
+    this.launch(id, { config, settings, data }, onEvent);
+    return id;
+  }
+
+  /** Continues a stopped run (after a reload, a closed tab, a lost device, a full disk) from its checkpoint. */
+  async resumeRun(id: string, onEvent: (e: LabRunEvent) => void, steps?: number): Promise<void> {
+    if (this.active.has(id)) throw new InputError(`run ${id} is already running`);
+    this.requireModel();
+    const saved = await readSavedRun(this.runFolder(id));
+    const config = { ...saved.saved.config, steps: steps ?? saved.saved.config.steps };
+    if (config.steps <= saved.saved.state.step) throw new InputError(`run ${id} is at step ${saved.saved.state.step} of ${saved.saved.config.steps}: nothing to resume (ask for more steps)`);
+    const data = await this.trainingData(saved.settings.data, config.method, saved.settings.negatives);
+    this.failed.delete(id);
+    this.launch(id, { config, settings: saved.settings, data, resume: saved }, onEvent);
+  }
+
+  private launch(id: string, setup: Parameters<typeof trainRun>[0], onEvent: (e: LabRunEvent) => void): void {
+    const control = new TrainControl();
+    const run: ActiveRun = { control, status: 'running', step: setup.resume?.saved.state.step ?? 0, steps: setup.config.steps, done: Promise.resolve() };
+    this.active.set(id, run);
+    const status = (s: RunInfo['status'], error?: string) => onEvent({ type: 'status', run: id, status: s, step: run.step, error });
+    const storage = this.runFolder(id);
+    const model = this.requireModel();
+    const env = {
+      model,
+      storage,
+      features: this.features,
+      readImage: (image: string, bytes?: number) => this.readImage(setup.settings.data, image, bytes),
+      decode: this.platform.decode,
+      formats: this.platform.formats,
+      encodePng: this.platform.encodePng,
+      openGpu: async () => ({ gpu: await this.platform.gpu(), release: () => {} }),
+      onEvent: (e: RunEvent) => {
+        if (e.type === 'step') run.step = e.report.step;
+        onEvent({ ...e, run: id });
+      },
+    };
+    run.done = (async () => {
+      status('running');
+      let current = setup;
+      for (let attempt = 0; ; attempt++) {
+        let result: RunResult;
+        try {
+          result = await trainRun(current, env, control);
+        } catch (e) {
+          const gpu = await this.platform.gpu().catch(() => null);
+          const lost = e instanceof GpuDeviceLostError || (gpu !== null && gpu.isLost);
+          if (lost && attempt < DEVICE_LOSS_RETRIES && !control.isCancelled) {
+            // The engine opens a new device (platform.gpu replaces a lost one) and continues from the
+            // last checkpoint, or from the start when there is none yet: the result is the same.
+            const resume = await readSavedRun(storage).catch(() => undefined);
+            current = { ...setup, resume };
+            run.step = resume?.saved.state.step ?? 0;
+            onEvent({ type: 'device-lost', run: id, message: (e as Error).message, resumeFrom: run.step });
+            continue;
+          }
+          const message = e instanceof Error ? e.message : String(e);
+          this.failed.set(id, message);
+          this.active.delete(id);
+          status((await storage.exists(CHECKPOINT_FOLDER)) ? 'stopped' : 'failed', message);
+          return;
+        }
+        this.active.delete(id);
+        run.step = result.step;
+        status(result.outcome === 'done' ? 'done' : 'stopped');
+        return;
+      }
+    })();
+  }
+
+  /** Pauses between steps (the GPU memory stays held); continueRun goes on. */
+  pauseRun(id: string): void {
+    const run = this.activeRun(id);
+    run.control.pause();
+    run.status = 'paused';
+  }
+
+  continueRun(id: string): void {
+    const run = this.activeRun(id);
+    run.control.resume();
+    run.status = 'running';
+  }
+
+  /** Stops after the step in flight, with a checkpoint (resumeRun continues it later). */
+  async cancelRun(id: string): Promise<void> {
+    const run = this.activeRun(id);
+    run.control.cancel();
+    await run.done;
+  }
+
+  /** Resolves when the run (running in this session) has stopped, for whatever reason. */
+  async waitForRun(id: string): Promise<void> {
+    await this.active.get(id)?.done;
+  }
+
+  private activeRun(id: string): ActiveRun {
+    const run = this.active.get(id);
+    if (!run) throw new InputError(`run ${id} is not running`);
+    return run;
+  }
+
+  async runInfo(id: string): Promise<RunInfo> {
+    const storage = this.runFolder(id);
+    const settingsText = await readText(storage, RUN_SETTINGS_FILE);
+    if (!settingsText) throw new InputError(`there is no run ${id}`);
+    const settings = JSON.parse(settingsText) as RunSettings;
+    let saved: SavedRun | null = null;
+    try {
+      saved = await readSavedRun(storage);
+    } catch {
+      saved = null;
+    }
+    const active = this.active.get(id);
+    const done = await storage.exists(LORA_FILE);
+    const lastStep = saved?.saved.state.step ?? 0;
+    const error = this.failed.get(id);
+    return {
+      id,
+      method: saved?.saved.config.method ?? '?',
+      dataset: settings.data,
+      status: active ? active.status : done ? 'done' : saved ? 'stopped' : 'failed',
+      step: active ? active.step : lastStep,
+      steps: active ? active.steps : (saved?.saved.config.steps ?? 0),
+      startedAt: settings.startedAt,
+      ...(error ? { error } : {}),
+    };
+  }
+
+  async listRuns(): Promise<RunInfo[]> {
+    const out: RunInfo[] = [];
+    for (const id of await this.platform.root.list(RUNS)) {
+      try {
+        out.push(await this.runInfo(id));
+      } catch {
+        // A run whose first write did not finish has nothing to show or resume.
+      }
+    }
+    return out;
+  }
+
+  async deleteRun(id: string): Promise<void> {
+    if (this.active.has(id)) throw new InputError(`run ${id} is running; cancel it first`);
+    await this.platform.root.remove(`${RUNS}/${checkId(id, 'run')}`);
+  }
+
+  /** The run's step metrics, oldest first (a line cut short by a crash is skipped). */
+  async metrics(id: string): Promise<Record<string, unknown>[]> {
+    return jsonLines(await readText(this.runFolder(id), METRICS_FILE));
+  }
+
+  /** The run's implicit scores: per example lines and per split summaries, in the order written. */
+  async scores(id: string): Promise<Record<string, unknown>[]> {
+    return jsonLines(await readText(this.runFolder(id), SCORES_FILE));
+  }
+
+  /** A file of the run (a preview PNG, index.json), or null. */
+  async runFile(id: string, path: string): Promise<Uint8Array | null> {
+    return this.runFolder(id).read(path);
+  }
+
+  /**
+   * The run's LoRA as a file for Automatic1111 / ComfyUI (kohya) or diffusers: the final one, or the last
+   * checkpoint's while the run is unfinished. Checked against the open model's UNet when one is open.
+   */
+  async exportLora(id: string, options: { format?: LoraFormat; dtype?: 'fp16' | 'fp32' } = {}): Promise<{ bytes: Uint8Array; name: string; step: number }> {
+    const storage = this.runFolder(id);
+    const info = await this.runInfo(id);
+    const bytes = (await storage.read(LORA_FILE)) ?? (await storage.read(`${CHECKPOINT_FOLDER}/${LORA_FILE}`));
+    if (!bytes) throw new InputError(`run ${id} has no LoRA yet: it has not reached its first checkpoint`);
+    const format = options.format ?? 'kohya';
+    const saved = await readSavedRun(storage).catch(() => null);
+    const dtype = options.dtype ?? saved?.settings.dtype ?? 'fp16';
+    const file = await SafetensorsFile.open(memorySource(bytes, `run ${id}/${LORA_FILE}`));
+    if (!this.model) throw new InputError('open the model the run was trained on first: the LoRA is checked against its UNet before it is exported');
+    const decoded = await decodeLora(file, unetParams((await this.model.check()).unet));
+    const out = encodeLora(decoded.lora, { format, dtype, metadata: decoded.metadata });
+    return { bytes: out, name: `tpo-${info.method}-${id}-step${info.step}.safetensors`, step: info.step };
+  }
+}
+
+function jsonLines(text: string | null): Record<string, unknown>[] {
+  if (!text) return [];
+  const out: Record<string, unknown>[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.trim()) continue;
+    try {
+      out.push(JSON.parse(line) as Record<string, unknown>);
+    } catch {
+      // cut short by a crash
+    }
+  }
+  return out;
+}
