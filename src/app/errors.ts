@@ -8,3 +8,19 @@ export class InputError extends Error {
     this.name = 'InputError';
   }
 }
+
+/**
+ * What kind of failure an error is, for the page: what the user gave ('input': fix it and try again), a full
+ * storage quota ('storage-full': delete something, then resume), a lost GPU device ('device-lost'), or
+ * anything else ('error'). By name, so that it also works on errors that crossed a realm.
+ */
+export type FailureKind = 'input' | 'storage-full' | 'device-lost' | 'error';
+
+export function failureKind(error: unknown): FailureKind {
+  const name = error instanceof Error ? error.name : '';
+  if (name === 'StorageFullError') return 'storage-full';
+  if (name === 'GpuDeviceLostError') return 'device-lost';
+  // Problems with the user's files (a damaged model, a wrong config, an unreadable dataset) are input too.
+  if (name === 'InputError' || name === 'ModelLoadError' || name === 'SafetensorsError' || name === 'DatasetImportError' || name === 'ImageDecodeError' || name === 'LoraFileError') return 'input';
+  return 'error';
+}

@@ -17,12 +17,14 @@ import type { PrincipleChoice } from '../data/vocabulary';
 import { type Gpu, GpuDeviceLostError } from '../gpu/gpu';
 import { decodeLora, encodeLora, type LoraFormat } from '../models/lora-io';
 import { SafetensorsFile, memorySource } from '../models/safetensors';
+import { type MemoryPlan, planMemory, type TrainMethod } from '../models/memory-plan';
 import { unetParams } from '../models/unet';
+import { preferHalfWeights } from '../models/weights';
 import { splitExamples } from '../tpo/examples';
 import type { FeatureStore } from '../tpo/features';
 import { defaultTrainConfig, type TrainConfig, TrainControl, validateTrainConfig } from '../tpo/trainer';
 import { DEFAULT_SCORE_DRAWS } from '../tpo/scores';
-import { InputError } from './errors';
+import { type FailureKind, failureKind, InputError } from './errors';
 import type { ModelHandle } from './model';
 import { type PairsEditorSettings, type PairsEvent, type PairsJobResult, pairsEditor, runPairsJob } from './pairs-job';
 import { readText, type Storage } from './storage';
@@ -101,13 +103,16 @@ export interface RunRequest {
 /** Events of a run as the lab reports them: the run's own, its status, and recoveries. */
 export type LabRunEvent =
   | (RunEvent & { run: string })
-  | { type: 'status'; run: string; status: RunInfo['status']; step: number; error?: string }
+  | { type: 'status'; run: string; status: RunInfo['status']; step: number; error?: string; errorKind?: FailureKind }
   | { type: 'device-lost'; run: string; message: string; resumeFrom: number };
 
 export interface NegativesRequest extends PairsEditorSettings {
   principles: PrincipleChoice[];
   perCaption: number;
 }
+
+/** The trainer's method names as the memory plan spells them. */
+const PLAN_METHOD: Record<TrainConfig['method'], TrainMethod> = { tdpo: 'tdpo', tkto: 'tkto', sft: 'sft', dpo: 'diffusion-dpo', kto: 'diffusion-kto' };
 
 /** How many times a run reopens a lost device and resumes from its checkpoint before it gives up. */
 const DEVICE_LOSS_RETRIES = 2;
@@ -167,6 +172,25 @@ export class Lab {
       textEncoder: { hiddenSize: checked.text.hidden_size, layers: checked.text.num_hidden_layers },
       vae: { latentChannels: checked.vae.latent_channels, downsample: 2 ** (checked.vae.block_out_channels.length - 1), scalingFactor: checked.vae.scaling_factor },
     };
+  }
+
+  /**
+   * The GPU memory a training step on the open model needs, with gradient checkpointing and without, and
+   * whether the weights would be stored as float16 on this GPU (precision 'auto').
+   */
+  async planMemory(request: { method: TrainConfig['method']; resolution: number; rank: number; alpha?: number; batch: number; targets?: string[]; precision?: RunSettings['precision'] }): Promise<{ weightBytes: 2 | 4; checkpointing: MemoryPlan; noCheckpointing: MemoryPlan }> {
+    const checked = await this.requireModel().check({ resolution: request.resolution });
+    const precision = request.precision ?? 'auto';
+    const half = precision === 'auto' ? preferHalfWeights(await this.platform.gpu()) : precision === 'f16';
+    const weightBytes = half ? 2 : 4;
+    const plan = (checkpointing: boolean) => {
+      try {
+        return planMemory({ unet: checked.unet, textEncoder: checked.text, vae: checked.vae, resolution: request.resolution, rank: request.rank, alpha: request.alpha, targets: request.targets, batch: request.batch, method: PLAN_METHOD[request.method], weightBytes, checkpointing });
+      } catch (e) {
+        throw new InputError((e as Error).message);
+      }
+    };
+    return { weightBytes, checkpointing: plan(true), noCheckpointing: plan(false) };
   }
 
   private requireModel(): ModelHandle {
@@ -280,6 +304,11 @@ export class Lab {
     return parseTrainingData(text, { source: `dataset ${id}`, file: ITEMS_FILE, method, skipBadLines: false, negatives, resolveImage: (p) => p });
   }
 
+  /** A dataset image's file, for showing it. */
+  async datasetImage(id: string, image: string): Promise<Uint8Array> {
+    return this.readImage(id, image);
+  }
+
   private async readImage(dataset: string, image: string, bytes?: number): Promise<Uint8Array> {
     const all = await this.datasetFolder(dataset).read(`${IMAGES}/${image}`);
     if (!all) throw new InputError(`${image}: the image is missing from dataset ${dataset}`);
@@ -345,9 +374,12 @@ export class Lab {
     const control = new TrainControl();
     const run: ActiveRun = { control, status: 'running', step: setup.resume?.saved.state.step ?? 0, steps: setup.config.steps, done: Promise.resolve() };
     this.active.set(id, run);
-    const status = (s: RunInfo['status'], error?: string) => onEvent({ type: 'status', run: id, status: s, step: run.step, error });
+    const status = (s: RunInfo['status'], error?: unknown) =>
+      onEvent({ type: 'status', run: id, status: s, step: run.step, ...(error === undefined ? {} : { error: error instanceof Error ? error.message : String(error), errorKind: failureKind(error) }) });
     const storage = this.runFolder(id);
     const model = this.requireModel();
+    /** The device the run's current attempt trains on. */
+    let used: Gpu | null = null;
     const env = {
       model,
       storage,
@@ -356,7 +388,10 @@ export class Lab {
       decode: this.platform.decode,
       formats: this.platform.formats,
       encodePng: this.platform.encodePng,
-      openGpu: async () => ({ gpu: await this.platform.gpu(), release: () => {} }),
+      openGpu: async () => {
+        used = await this.platform.gpu();
+        return { gpu: used, release: () => {} };
+      },
       onEvent: (e: RunEvent) => {
         if (e.type === 'step') run.step = e.report.step;
         onEvent({ ...e, run: id });
@@ -370,8 +405,7 @@ export class Lab {
         try {
           result = await trainRun(current, env, control);
         } catch (e) {
-          const gpu = await this.platform.gpu().catch(() => null);
-          const lost = e instanceof GpuDeviceLostError || (gpu !== null && gpu.isLost);
+          const lost = e instanceof GpuDeviceLostError || (used !== null && (await wasLost(used)));
           if (lost && attempt < DEVICE_LOSS_RETRIES && !control.isCancelled) {
             // The engine opens a new device (platform.gpu replaces a lost one) and continues from the
             // last checkpoint, or from the start when there is none yet: the result is the same.
@@ -381,10 +415,9 @@ export class Lab {
             onEvent({ type: 'device-lost', run: id, message: (e as Error).message, resumeFrom: run.step });
             continue;
           }
-          const message = e instanceof Error ? e.message : String(e);
-          this.failed.set(id, message);
+          this.failed.set(id, e instanceof Error ? e.message : String(e));
           this.active.delete(id);
-          status((await storage.exists(CHECKPOINT_FOLDER)) ? 'stopped' : 'failed', message);
+          status((await storage.exists(CHECKPOINT_FOLDER)) ? 'stopped' : 'failed', e);
           return;
         }
         this.active.delete(id);
@@ -503,6 +536,16 @@ export class Lab {
     const out = encodeLora(decoded.lora, { format, dtype, metadata: decoded.metadata });
     return { bytes: out, name: `tpo-${info.method}-${id}-step${info.step}.safetensors`, step: info.step };
   }
+}
+
+/**
+ * Whether a failure came from losing `gpu`: a lost device can first surface as some other error (a failed
+ * buffer map), with its `lost` promise settling a moment later.
+ */
+async function wasLost(gpu: Gpu): Promise<boolean> {
+  if (gpu.isLost) return true;
+  const lost = await Promise.race([gpu.device.lost.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 1000))]);
+  return lost || gpu.isLost;
 }
 
 function jsonLines(text: string | null): Record<string, unknown>[] {

@@ -2,17 +2,21 @@
 // and the self-test. All GPU work happens in the worker; this component only renders the store.
 
 import { useEffect } from 'react';
+import type { EngineErrorKind } from '../worker/api';
 import { AdapterDetails } from './AdapterDetails';
 import { SelfTest } from './SelfTest';
 import { useGpuStore } from './store';
 import { WebGpuHelp } from './WebGpuHelp';
 
-const ERROR_TITLES = {
+const ERROR_TITLES: Record<EngineErrorKind, string> = {
+  unavailable: 'The GPU could not be opened',
   'device-lost': 'The GPU device was lost',
+  input: 'The GPU could not be opened',
+  'storage-full': 'The GPU could not be opened',
   timeout: 'The GPU did not answer',
   worker: 'The GPU engine stopped',
   error: 'The GPU could not be opened',
-} as const;
+};
 
 export function GpuPanel() {
   const probe = useGpuStore((s) => s.probe);
@@ -43,7 +47,7 @@ export function GpuPanel() {
 
       {probe.status === 'error' && (
         <div className="notice notice-error" role="alert">
-          <h3>{ERROR_TITLES[probe.kind === 'unavailable' ? 'error' : probe.kind]}</h3>
+          <h3>{ERROR_TITLES[probe.kind]}</h3>
           <p>{probe.message}</p>
           <button type="button" onClick={() => void runProbe()}>
             Try again

@@ -1,19 +1,30 @@
 // The contract between the page and the engine worker. Only plain, structured-cloneable data crosses it:
 // no GPU objects, no class instances, no thrown errors. Every call resolves; failures come back as values.
 
+import type { DatasetImport, DatasetInfo, LabRunEvent, ModelInfo, NegativesRequest, RunInfo, RunRequest } from '../app/lab';
+import type { PairsEvent, PairsJobResult } from '../app/pairs-job';
+import type { DatasetItem } from '../data/types';
+import type { ImportOptions } from '../data/import';
 import type { AdapterReport } from '../gpu/device';
+import type { LoraFormat } from '../models/lora-io';
+import type { MemoryPlan } from '../models/memory-plan';
+import type { TrainConfig } from '../tpo/trainer';
 
-export type { AdapterReport };
+export type { AdapterReport, DatasetImport, DatasetInfo, LabRunEvent, ModelInfo, NegativesRequest, PairsEvent, RunInfo, RunRequest };
 
 /**
  * Why a call could not do its work:
  * - `unavailable`: this browser has no WebGPU (no navigator.gpu) or no usable adapter;
  * - `device-lost`: the GPU device was lost (driver reset, too much memory, tab in the background too long);
- * - `timeout`: the engine did not answer in time;
+ * - `input`: what the user gave is wrong (a damaged model, a bad dataset, settings out of range): the
+ *   message says what and what to do;
+ * - `storage-full`: the browser's storage quota is used up: the message says how much was needed and what
+ *   can be deleted; nothing stored before was lost;
+ * - `timeout`: the engine stopped answering (a hung worker; a busy one still answers the heartbeat);
  * - `worker`: the worker itself failed (its script did not load, or it crashed);
- * - `error`: anything else (a validation error, a bug).
+ * - `error`: anything else (a bug).
  */
-export type EngineErrorKind = 'unavailable' | 'device-lost' | 'timeout' | 'worker' | 'error';
+export type EngineErrorKind = 'unavailable' | 'device-lost' | 'input' | 'storage-full' | 'timeout' | 'worker' | 'error';
 
 export interface EngineError {
   kind: EngineErrorKind;
@@ -56,8 +67,120 @@ export interface SelfTestOk {
 
 export type SelfTestResult = SelfTestOk | Failure;
 
-/** The object the engine worker exposes with comlink. */
+/** A call's value, or why there is none. */
+export type Result<T> = { ok: true; value: T } | Failure;
+
+/**
+ * A model on the user's disk, as the page hands it over: File objects and directory handles are
+ * structured-cloneable and are read lazily in the worker (never copied whole, never uploaded).
+ * - `files`: the files of an `<input webkitdirectory>` (paths from webkitRelativePath);
+ * - `directory`: a handle from showDirectoryPicker (Chromium), optionally remembered for the next visit;
+ * - `single-file`: one SD1.5 `.safetensors` checkpoint (the SD1.5 configs and tokenizer the app ships);
+ * - `remembered`: the directory handle remembered last time (read permission is asked again).
+ */
+export type ModelSource =
+  | { kind: 'files'; files: File[] }
+  | { kind: 'directory'; handle: FileSystemDirectoryHandle; remember?: boolean }
+  | { kind: 'single-file'; file: File }
+  | { kind: 'remembered' };
+
+export interface MemoryPlanRequest {
+  method: TrainConfig['method'];
+  resolution: number;
+  rank: number;
+  alpha?: number;
+  batch: number;
+  targets?: string[];
+  precision?: 'auto' | 'f16' | 'f32';
+}
+
+export interface MemoryPlanResult {
+  /** Bytes per frozen UNet weight on this GPU. */
+  weightBytes: 2 | 4;
+  checkpointing: MemoryPlan;
+  noCheckpointing: MemoryPlan;
+  /** The device's largest storage buffer, for context (WebGPU does not tell the GPU's memory size). */
+  maxBufferBytes: number;
+}
+
+export interface StorageReport {
+  /** Bytes used and the quota of the origin, where the browser tells. */
+  estimate: { usage: number; quota: number } | null;
+  /** Whether the browser promised not to evict the lab's storage (asked for on the page: persist() is not in workers). */
+  persisted: boolean;
+}
+
+export interface Heartbeat {
+  /** The worker's clock when it answered. */
+  at: number;
+  /** The calls in progress, by name. */
+  busy: string[];
+}
+
+export interface ExportedLora {
+  bytes: Uint8Array;
+  /** A file name for the download. */
+  name: string;
+  step: number;
+}
+
+/** Progress of a long call: `done` of `total`. */
+export type ProgressCallback = (done: number, total: number) => void;
+
+/**
+ * The object the engine worker exposes with comlink. Callbacks are comlink proxies (the client wraps
+ * them); events come as plain data. Bytes going to the page are transferred, not copied.
+ */
 export interface EngineApi {
   probe(): Promise<ProbeResult>;
   selfTest(): Promise<SelfTestResult>;
+  /** Answers at once, however busy the worker is with GPU work: tells a busy worker from a hung one. */
+  heartbeat(): Promise<Heartbeat>;
+
+  openModel(source: ModelSource, onProgress?: ProgressCallback): Promise<Result<ModelInfo>>;
+  /** Forgets the remembered model folder. */
+  forgetModel(): Promise<Result<null>>;
+  planMemory(request: MemoryPlanRequest): Promise<Result<MemoryPlanResult>>;
+
+  /** Imports captioned images (a picked folder's files, any layout `tpo-lab pairs` reads), copied into the lab's storage. */
+  importDataset(files: File[], name: string, options: ImportOptions, onProgress?: ProgressCallback): Promise<Result<DatasetImport>>;
+  listDatasets(): Promise<Result<DatasetInfo[]>>;
+  datasetItems(id: string): Promise<Result<DatasetItem[]>>;
+  /** Replaces a dataset's items (after the user reviewed negatives). */
+  saveItems(id: string, items: DatasetItem[]): Promise<Result<null>>;
+  deleteDataset(id: string): Promise<Result<null>>;
+  /** A dataset's image, for showing it. */
+  datasetImage(id: string, image: string): Promise<Result<Uint8Array>>;
+  /**
+   * Writes negatives for a dataset's captions (LLM endpoint or rule editor), saving as it goes; `job` names
+   * the call for cancelJob. The API key in `request.llm` is used for this call only, never stored.
+   */
+  makeNegatives(job: string, dataset: string, request: NegativesRequest, onEvent?: (e: PairsEvent) => void): Promise<Result<Omit<PairsJobResult, 'items'>>>;
+  /** Stops a makeNegatives call (what it saved stays; running it again resumes). */
+  cancelJob(job: string): Promise<Result<null>>;
+  prepareFeatures(dataset: string, options: { method: TrainConfig['method']; resolution: number; negatives?: 'all' | 'accepted' }, onProgress?: ProgressCallback): Promise<Result<{ features: number }>>;
+
+  /** Starts a run; its events (steps throttled) go to `onEvent` until its final status event. */
+  startRun(request: RunRequest, onEvent: (e: LabRunEvent) => void): Promise<Result<{ run: string }>>;
+  /** Continues a stopped run from its last checkpoint (after a reload, a lost device, a full disk). */
+  resumeRun(run: string, onEvent: (e: LabRunEvent) => void, steps?: number): Promise<Result<null>>;
+  pauseRun(run: string): Promise<Result<null>>;
+  continueRun(run: string): Promise<Result<null>>;
+  /** Stops after the step in flight, with a checkpoint; resolves when it has stopped. */
+  cancelRun(run: string): Promise<Result<null>>;
+  listRuns(): Promise<Result<RunInfo[]>>;
+  runInfo(run: string): Promise<Result<RunInfo>>;
+  deleteRun(run: string): Promise<Result<null>>;
+  metrics(run: string): Promise<Result<Record<string, unknown>[]>>;
+  scores(run: string): Promise<Result<Record<string, unknown>[]>>;
+  /** A file of the run: a preview PNG (transferred), index.json. */
+  runFile(run: string, path: string): Promise<Result<Uint8Array | null>>;
+  exportLora(run: string, options: { format?: LoraFormat; dtype?: 'fp16' | 'fp32' }): Promise<Result<ExportedLora>>;
+
+  storage(): Promise<Result<StorageReport>>;
+  /**
+   * Destroys the GPU device as a driver reset would (for trying recovery, and for tests): a running run
+   * reports 'device-lost' and resumes from its checkpoint on a new device.
+   */
+  simulateDeviceLoss(): Promise<Result<null>>;
 }
