@@ -47,7 +47,7 @@ function modelFromEntries(name: string, entries: { path: string; file: Blob }[])
  */
 export function pickedFolderModel(files: File[]): ModelHandle {
   if (files.length === 0) throw new InputError(`No files were picked: the folder is empty or the picker was cancelled. ${DIFFUSERS_LAYOUT}`);
-  const relative = files.map((f) => f.webkitRelativePath);
+  const relative = files.map((f) => f.webkitRelativePath || ''); // '' (or absent) when not picked as a folder
   if (relative.some((p) => !p.includes('/'))) {
     throw new InputError('These files carry no folder paths: pick the model folder itself (a folder picker), not the files in it.');
   }
