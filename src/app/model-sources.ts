@@ -206,6 +206,7 @@ function openDb(): Promise<IDBDatabase> {
 
 /** Runs one request in its own transaction and resolves when the transaction has committed. */
 async function withStore<T>(mode: IDBTransactionMode, use: (store: IDBObjectStore) => IDBRequest<T>): Promise<T> {
+  if (typeof indexedDB === 'undefined') throw new Error('this browser keeps no IndexedDB (a private window?), so the model folder cannot be remembered');
   const db = await openDb();
   try {
     return await new Promise<T>((resolve, reject) => {
