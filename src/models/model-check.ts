@@ -2,13 +2,16 @@
 // the three configs agree with each other, each weight file's safetensors header names every tensor its
 // config implies with the right shape, and the training resolution fits the model. Only headers are
 // read, so this takes milliseconds; the CLI runs it before opening the GPU and the browser app can run it
-// when a folder is dropped. Platform-free: it reads through ModelFiles.
+// when a folder is dropped. Platform-free: it reads through ModelFiles. A single-file checkpoint gets the
+// same checks, its tensors read against a configs folder.
 
 import { clipTextConfig, clipTextParamShapes, type ClipTextConfig } from './clip-text';
 import { CLIP_MAX_LENGTH } from './tokenizer';
 import { checkModelResolution, unetParams, type UNetConfig, validateUNetConfig } from './unet';
 import { vaeConfig, vaeParamShapes, type VaeConfig } from './vae';
-import { checkFolderComponent, ModelLoadError, type ModelFiles, readConfig } from './weights';
+import { ldmLayoutFromConfigs } from './model-weights';
+import type { SafetensorsFile } from './safetensors';
+import { checkFolderComponent, checkSingleFileComponent, ModelLoadError, type ModelFiles, readConfig } from './weights';
 
 export interface CheckedModel {
   unet: UNetConfig;
@@ -18,6 +21,28 @@ export interface CheckedModel {
 
 /** Throws a ModelLoadError naming the file and the problem; `resolution` is checked when given. */
 export async function checkModelForTraining(files: ModelFiles, options: { resolution?: number } = {}): Promise<CheckedModel> {
+  const { unet, vae, text } = await checkModelConfigs(files, options);
+  await checkFolderComponent(files, 'unet', unetParams(unet));
+  await checkFolderComponent(files, 'vae', vaeParamShapes(vae));
+  await checkFolderComponent(files, 'text_encoder', clipTextParamShapes(text));
+  return { unet, vae, text };
+}
+
+/**
+ * The same checks for a single-file (LDM keys) checkpoint read against `configs`, a folder that holds the
+ * configs only (the SD1.5 ones the app ships, or a diffusers folder's): headers only, no weight is read.
+ */
+export async function checkSingleFileForTraining(file: SafetensorsFile, configs: ModelFiles, options: { resolution?: number } = {}): Promise<CheckedModel> {
+  const { unet, vae, text } = await checkModelConfigs(configs, options);
+  const layout = await ldmLayoutFromConfigs(configs);
+  checkSingleFileComponent(file, 'unet', unetParams(unet), layout);
+  checkSingleFileComponent(file, 'vae', vaeParamShapes(vae), layout);
+  checkSingleFileComponent(file, 'text_encoder', clipTextParamShapes(text), layout);
+  return { unet, vae, text };
+}
+
+/** The configs part of the check: each read and bounded, and agreeing with each other. */
+export async function checkModelConfigs(files: ModelFiles, options: { resolution?: number } = {}): Promise<CheckedModel> {
   const unet = await readConfig<UNetConfig>(files, 'unet');
   try {
     validateUNetConfig(unet);
@@ -43,8 +68,5 @@ export async function checkModelForTraining(files: ModelFiles, options: { resolu
       throw new ModelLoadError(`${(e as Error).message} (${files.name})`);
     }
   }
-  await checkFolderComponent(files, 'unet', unetParams(unet));
-  await checkFolderComponent(files, 'vae', vaeParamShapes(vae));
-  await checkFolderComponent(files, 'text_encoder', clipTextParamShapes(text));
   return { unet, vae, text };
 }

@@ -55,3 +55,32 @@ export const SD15_VAE_CONFIG: VaeConfig = {
   use_post_quant_conv: true,
   scaling_factor: 0.18215,
 };
+
+/**
+ * scheduler/scheduler_config.json of SD1.5, as its folder ships it (the PNDM scheduler; the app's samplers
+ * read only the schedule: 1000 steps, scaled_linear betas from 0.00085 to 0.012, steps_offset 1). No
+ * timestep_spacing, as in the original: each sampler then spaces its steps as diffusers does by default.
+ */
+export const SD15_SCHEDULER_FILE = {
+  _class_name: 'PNDMScheduler',
+  beta_end: 0.012,
+  beta_schedule: 'scaled_linear',
+  beta_start: 0.00085,
+  clip_sample: false,
+  num_train_timesteps: 1000,
+  set_alpha_to_one: false,
+  skip_prk_steps: true,
+  steps_offset: 1,
+  trained_betas: null,
+};
+
+/** model_index.json of SD1.5's diffusers folder (without the safety checker and feature extractor). */
+export const SD15_MODEL_INDEX = {
+  _class_name: 'StableDiffusionPipeline',
+  requires_safety_checker: false,
+  scheduler: ['diffusers', 'PNDMScheduler'],
+  text_encoder: ['transformers', 'CLIPTextModel'],
+  tokenizer: ['transformers', 'CLIPTokenizer'],
+  unet: ['diffusers', 'UNet2DConditionModel'],
+  vae: ['diffusers', 'AutoencoderKL'],
+};

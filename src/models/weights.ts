@@ -32,7 +32,7 @@ export class ModelLoadError extends Error {
 }
 
 /** Where one parameter's values come from. */
-interface TensorRef {
+export interface TensorRef {
   file: SafetensorsFile;
   key: string;
   shape: number[];
@@ -207,8 +207,28 @@ export async function loadSingleFileComponent(
   options: UploadOptions | ((done: number, total: number) => void) = {},
 ): Promise<Map<string, Tensor>> {
   const uploadOptions = typeof options === 'function' ? { onProgress: options } : options;
+  return upload(gpu, expected, singleFileComponentRefs(file, component, expected, layout), uploadOptions);
+}
+
+/**
+ * Checks one component of a single-file checkpoint against its config without reading any weight: every
+ * expected tensor is there with its shape (headers only, like checkFolderComponent).
+ */
+export function checkSingleFileComponent(file: SafetensorsFile, component: Component, expected: ParamShapes, layout: LdmLayout): void {
+  singleFileComponentRefs(file, component, expected, layout);
+}
+
+/** The first name of every tensor in a diffusers UNet, VAE or CLIP text encoder weight file. */
+const DIFFUSERS_TOP_LEVEL = /^(text_model|encoder|decoder|quant_conv|post_quant_conv|conv_in|conv_out|conv_norm_out|time_embedding|down_blocks|up_blocks|mid_block)\./;
+
+/**
+ * The single file's tensors of one component under their diffusers names (checked against `expected`). The
+ * file's own names map through ldm-keys.ts; `key` keeps the name in the file.
+ */
+export function singleFileComponentRefs(file: SafetensorsFile, component: Component, expected: ParamShapes, layout: LdmLayout): Map<string, TensorRef> {
   const refs = new Map<string, TensorRef>();
   const unknown: string[] = [];
+  let mapped = 0;
   for (const [key, info] of file.tensors) {
     if (isIgnorableLdmKey(key)) continue;
     const m = mapLdmKey(key, layout);
@@ -216,9 +236,18 @@ export async function loadSingleFileComponent(
       unknown.push(key);
       continue;
     }
+    mapped++;
     if (m.component !== component) continue;
     const squeezed = m.squeeze1x1 && info.shape.length === 4 && info.shape[2] === 1 && info.shape[3] === 1;
     refs.set(m.key, { file, key, shape: squeezed ? info.shape.slice(0, 2) : info.shape });
+  }
+  if (mapped === 0 && unknown.length > 0 && unknown.every((k) => DIFFUSERS_TOP_LEVEL.test(k))) {
+    // Nothing in LDM naming, everything in diffusers naming: one weight file of a diffusers folder.
+    throw new ModelLoadError(
+      `${file.source.name}: none of its ${file.tensors.size} tensors is named like a single-file Stable Diffusion checkpoint's ` +
+        '(model.diffusion_model.*, first_stage_model.*, cond_stage_model.transformer.*). If it is one file of a diffusers ' +
+        'folder (unet/, vae/, text_encoder/), open the whole folder instead.',
+    );
   }
   if (unknown.length > 0) {
     throw new ModelLoadError(
@@ -227,7 +256,7 @@ export async function loadSingleFileComponent(
     );
   }
   checkParams(`${file.source.name} (${component})`, expected, new Map([...refs].map(([k, r]) => [k, r.shape])));
-  return upload(gpu, expected, refs, uploadOptions);
+  return refs;
 }
 
 /** A model folder picked in the browser (<input webkitdirectory> or drag and drop): Files with relative paths. */

@@ -12,6 +12,8 @@ import type { ClipTokenizer } from '../models/tokenizer';
 import type { AutoencoderKL } from '../models/vae';
 import { vaeEncode } from '../models/vae';
 import { sha256HexSync } from '../models/lora-io';
+import { isIgnorableLdmKey, mapLdmKey, type Component, type LdmLayout } from '../models/ldm-keys';
+import type { SafetensorsFile } from '../models/safetensors';
 import type { ModelFiles } from '../models/weights';
 import { Tensor } from '../nn/tensor';
 import type { TermRef, TrainExample } from './examples';
@@ -41,7 +43,7 @@ function sha256Hex(data: Uint8Array | string): string {
  * weight file's size, header and 16 evenly spaced 64 KiB samples. Two fine-tunes of one architecture differ
  * in every tensor, so the samples tell them apart.
  */
-export async function componentFingerprint(files: ModelFiles, component: 'vae' | 'text_encoder' | 'unet'): Promise<string> {
+export async function componentFingerprint(files: ModelFiles, component: Component): Promise<string> {
   const parts: Uint8Array[] = [];
   const enc = new TextEncoder();
   const paths = files.list().filter((p) => p.startsWith(`${component}/`)).sort();
@@ -50,13 +52,64 @@ export async function componentFingerprint(files: ModelFiles, component: 'vae' |
     if (!p.endsWith('.safetensors')) continue;
     const src = await files.open(p);
     parts.push(enc.encode(`${p}:${src.size}`));
-    const sample = 64 * 1024;
-    parts.push(await src.read(0, Math.min(src.size, sample)));
-    for (let i = 1; i <= 16; i++) {
-      const at = Math.max(0, Math.floor((src.size * i) / 17) - sample / 2);
-      parts.push(await src.read(at, Math.min(sample, src.size - at)));
-    }
+    parts.push(...(await sampleWindows(src.size, (at, length) => src.read(at, length))));
   }
+  return hashParts(parts);
+}
+
+/**
+ * The same for one component of a single-file (LDM keys) checkpoint: the component's config (from
+ * `configs`), the names, dtypes and shapes of its tensors, and samples of its tensors' bytes alone. So a
+ * fine-tune that changed only the UNet keeps the cached VAE latents and text states of its base.
+ */
+export async function singleFileComponentFingerprint(file: SafetensorsFile, configs: ModelFiles, component: Component, layout: LdmLayout): Promise<string> {
+  const parts: Uint8Array[] = [];
+  const enc = new TextEncoder();
+  const config = `${component}/config.json`;
+  if (configs.list().includes(config)) parts.push(enc.encode(await configs.readText(config)));
+  const own = [...file.tensors.values()].filter((t) => !isIgnorableLdmKey(t.name) && mapLdmKey(t.name, layout)?.component === component);
+  own.sort((a, b) => a.begin - b.begin);
+  parts.push(enc.encode(JSON.stringify(own.map((t) => [t.name, t.dtype, t.shape]))));
+  // The component's bytes as one stream: its tensors in file order, neighbours merged into one range.
+  const ranges: { begin: number; end: number }[] = [];
+  for (const t of own) {
+    const last = ranges[ranges.length - 1];
+    if (last && last.end === t.begin) last.end = t.end;
+    else ranges.push({ begin: t.begin, end: t.end });
+  }
+  const size = ranges.reduce((n, r) => n + r.end - r.begin, 0);
+  const read = async (at: number, length: number) => {
+    const out = new Uint8Array(length);
+    let filled = 0;
+    let base = 0; // where the current range starts in the stream
+    for (const r of ranges) {
+      const n = r.end - r.begin;
+      if (filled < length && at + filled < base + n) {
+        const from = at + filled - base;
+        const take = Math.min(n - from, length - filled);
+        out.set(await file.source.read(r.begin + from, take), filled);
+        filled += take;
+      }
+      base += n;
+    }
+    return out;
+  };
+  parts.push(...(await sampleWindows(size, read)));
+  return hashParts(parts);
+}
+
+/** The first 64 KiB of a stream of `size` bytes and 16 evenly spaced 64 KiB windows of it. */
+async function sampleWindows(size: number, read: (at: number, length: number) => Promise<Uint8Array>): Promise<Uint8Array[]> {
+  const sample = 64 * 1024;
+  const out = [await read(0, Math.min(size, sample))];
+  for (let i = 1; i <= 16; i++) {
+    const at = Math.max(0, Math.floor((size * i) / 17) - sample / 2);
+    out.push(await read(at, Math.min(sample, size - at)));
+  }
+  return out;
+}
+
+function hashParts(parts: Uint8Array[]): string {
   const total = parts.reduce((n, p) => n + p.length, 0);
   const all = new Uint8Array(total);
   let at = 0;
