@@ -259,9 +259,11 @@ export function singleFileComponentRefs(file: SafetensorsFile, component: Compon
   return refs;
 }
 
-/** A model folder picked in the browser (<input webkitdirectory> or drag and drop): Files with relative paths. */
+/**
+ * A model folder picked in the browser (<input webkitdirectory>, a directory handle, drag and drop): Files
+ * with paths relative to the model folder itself (the caller drops the picked folder's own name).
+ */
 export function browserModelFiles(name: string, files: { path: string; file: Blob }[]): ModelFiles {
-  // Picked folders come with the folder's own name as the first path segment; drop it.
   const strip = (p: string) => p.replace(/^\/+/, '');
   const map = new Map(files.map((f) => [strip(f.path), f.file]));
   const get = (path: string) => {

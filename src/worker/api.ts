@@ -137,7 +137,8 @@ export interface EngineApi {
   /** Answers at once, however busy the worker is with GPU work: tells a busy worker from a hung one. */
   heartbeat(): Promise<Heartbeat>;
 
-  openModel(source: ModelSource, onProgress?: ProgressCallback): Promise<Result<ModelInfo>>;
+  /** Opens a model (configs and weight headers checked; weights are read when a step needs them). A model that fails to open leaves the open one as it was. */
+  openModel(source: ModelSource): Promise<Result<ModelInfo>>;
   /** Forgets the remembered model folder. */
   forgetModel(): Promise<Result<null>>;
   planMemory(request: MemoryPlanRequest): Promise<Result<MemoryPlanResult>>;

@@ -8,14 +8,23 @@ import { expose, transfer } from 'comlink';
 import { failureKind, InputError } from '../app/errors';
 import { Lab, type LabRunEvent } from '../app/lab';
 import type { ModelHandle } from '../app/model';
-import { folderModel } from '../app/model';
+import {
+  directoryModel,
+  forgetModelFolder,
+  pickedFolderModel,
+  recallModelFolder,
+  rememberModelFolder,
+  reopenRemembered,
+  shippedSd15Configs,
+  singleFileModel,
+} from '../app/model-sources';
 import { opfsRoot, opfsStorage, storageEstimate } from '../app/opfs-storage';
 import { decodeImageBrowser } from '../data/decode-browser';
 import { addPngText } from '../data/png-text';
 import { filesSource } from '../data/source';
 import { browserGpu, openGpu, WebGpuUnavailableError } from '../gpu/device';
 import { GpuDeviceLostError, type Gpu } from '../gpu/gpu';
-import { browserModelFiles } from '../models/weights';
+import type { ModelFiles } from '../models/weights';
 import type { EngineApi, EngineError, Failure, ModelSource, ProbeResult, Result, SelfTestResult } from './api';
 import { SELF_TEST_COUNT, SELF_TEST_TOLERANCE, selfTestInputs, siluMaxAbsError, siluOnGpu } from './self-test';
 
@@ -167,18 +176,28 @@ function throttledRunEvents(send: (e: LabRunEvent) => void): (e: LabRunEvent) =>
   };
 }
 
+let shippedConfigs: ModelFiles | null = null;
+
 /** Opens the model the page handed over (File objects and handles are read lazily, here). */
 async function modelFrom(source: ModelSource): Promise<ModelHandle> {
   switch (source.kind) {
-    case 'files': {
-      if (source.files.length === 0) throw new InputError('no files were picked: pick the model folder (the one with model_index.json, unet/, vae/, text_encoder/, tokenizer/)');
-      const rel = (f: File) => f.webkitRelativePath || f.name;
-      const name = rel(source.files[0]).split('/')[0] || 'picked folder';
-      // A picked folder's paths start with the folder's own name: drop it.
-      return folderModel(browserModelFiles(name, source.files.map((file) => ({ path: rel(file).split('/').slice(1).join('/') || file.name, file }))));
+    case 'files':
+      return pickedFolderModel(source.files);
+    case 'directory': {
+      const model = await directoryModel(source.handle);
+      if (source.remember) await rememberModelFolder(source.handle);
+      return model;
     }
-    default:
-      throw new InputError(`this build cannot open a model of kind ${source.kind}`);
+    case 'single-file':
+      shippedConfigs ??= shippedSd15Configs();
+      return singleFileModel(source.file, shippedConfigs);
+    case 'remembered': {
+      const remembered = await recallModelFolder();
+      if (!remembered) throw new InputError('no model folder is remembered: pick the model folder');
+      const reopened = await reopenRemembered(remembered.handle);
+      if (!reopened.model) throw new InputError(reopened.reason);
+      return reopened.model;
+    }
   }
 }
 
@@ -229,7 +248,11 @@ const api: EngineApi = {
   },
 
   openModel: (source) => attempt('openModel', async () => (await lab()).openModel(await modelFrom(source))),
-  forgetModel: () => attempt('forgetModel', async () => null),
+  forgetModel: () =>
+    attempt('forgetModel', async () => {
+      await forgetModelFolder();
+      return null;
+    }),
   planMemory: (request) =>
     attempt('planMemory', async () => {
       const plans = await (await lab()).planMemory(request);

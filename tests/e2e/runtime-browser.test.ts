@@ -111,6 +111,15 @@ describe('the browser runtime (engine worker + OPFS) on the tiny model', () => {
     const model = value(await call('openModel'), 'openModel');
     expect(model).toMatchObject({ name: 'tiny-sd15', kind: 'folder', vae: { downsample: 8 } });
 
+    // Single files are opened over the SD1.5 configs the app ships: a pickle is refused unread, and the tiny
+    // checkpoint (not SD1.5-sized) fails the shape check; either way the open model stays open.
+    await b.page.setInputFiles('#single', { name: 'model.ckpt', mimeType: 'application/octet-stream', buffer: Buffer.from('not read') });
+    expect(await call('openSingleFile')).toMatchObject({ ok: false, error: { kind: 'input', message: expect.stringMatching(/pickle.*safetensors/is) } });
+    await b.page.setInputFiles('#single', path.join(GOLDENS, 'tiny-sd15-single.safetensors'));
+    const tinySingle = await call('openSingleFile');
+    expect(tinySingle, describeLog(b.log)).toMatchObject({ ok: false, error: { kind: 'input' } });
+    expect(!tinySingle.ok && tinySingle.error.message).toMatch(/shape/i);
+
     const imported = value(await call('importDataset', 'discs'), 'importDataset');
     dataset = imported.dataset.id;
     expect(imported.dataset.items).toBe(4);

@@ -53,6 +53,7 @@ const api = {
   probe: () => client.probe(),
   heartbeat: () => client.heartbeat(),
   openModel: () => client.lab.openModel({ kind: 'files', files: files('model') }),
+  openSingleFile: () => client.lab.openModel({ kind: 'single-file', file: files('single')[0] }),
   importDataset: async (name: string) => client.lab.importDataset(files('dataset'), name, {}, (done, total) => progress.push([done, total])),
   makeNegatives: (dataset: string) => client.lab.makeNegatives('negatives', dataset, { principles: ['attribute'], perCaption: 1, rules: true, seed: 3 }, (e) => pairsEvents.push(e)),
   pairsEvents: () => pairsEvents,
