@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { CDPSession } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readPngText } from '../../src/data/png-text';
 import { decodeLora } from '../../src/models/lora-io';
 import { dirModelFiles } from '../../src/models/model-files-node';
 import { memorySource, SafetensorsFile } from '../../src/models/safetensors';
@@ -148,6 +149,13 @@ describe('the browser runtime (engine worker + OPFS) on the tiny model', () => {
     expect(steps.length).toBeGreaterThan(0); // throttled: at most one per 200 ms, the last always
     expect(steps.at(-1)).toBe(3);
     expect(events.filter((e) => e.type === 'checkpoint').map((e) => (e.type === 'checkpoint' ? e.step : 0))).toEqual([1, 2, 3].slice(0, events.filter((e) => e.type === 'checkpoint').length));
+    // Preview samples: the base model before the first step, and step 3; PNGs with their settings inside.
+    const previews = events.filter((e) => e.type === 'preview');
+    expect(previews.map((e) => (e.type === 'preview' ? e.step : -1))).toEqual([0, 3]);
+    const png = await call('runFile', whole, (previews[1] as { files: string[] }).files[0]);
+    const pngBytes = new Uint8Array(Buffer.from(png!, 'base64'));
+    expect([...pngBytes.subarray(1, 4)].map((c) => String.fromCharCode(c)).join('')).toBe('PNG');
+    expect(JSON.stringify(readPngText(pngBytes))).toMatch(/a red circle on the left/);
     reference = await exported(whole);
     expect(reference.size).toBeGreaterThan(0);
     const scores = value(await call('scores', whole), 'scores');

@@ -70,7 +70,8 @@ const api = {
       {
         dataset,
         config: { method: 'tdpo', steps: 3, resolution: 64, rank: 2, lr: 1e-3, batchSize: 2, seed: 7 },
-        settings: { holdout: 0.25, checkpointEvery: 1, scoreDraws: 1, dtype: 'fp32' },
+        // Previews of the base model and of step 3 (they draw nothing from the trainer's random streams).
+        settings: { holdout: 0.25, checkpointEvery: 1, scoreDraws: 1, dtype: 'fp32', previews: { every: 3, prompts: ['a red circle on the left'], steps: 2, guidance: 3, sampler: 'ddim', seed: 1 } },
       },
       record,
     );
@@ -95,6 +96,11 @@ const api = {
   exportLora: async (run: string, format: 'kohya' | 'diffusers') => {
     const r = await client.lab.exportLora(run, { format, dtype: 'fp32' });
     return r.ok ? { ok: true as const, name: r.value.name, base64: base64(r.value.bytes), size: r.value.bytes.byteLength } : r;
+  },
+  /** A run's file (a preview PNG) as base64, or null. */
+  runFile: async (run: string, file: string) => {
+    const bytes = unwrap(await client.lab.runFile(run, file));
+    return bytes ? base64(bytes) : null;
   },
   datasetImageSize: async (dataset: string, image: string) => unwrap(await client.lab.datasetImage(dataset, image)).byteLength,
 };
