@@ -361,8 +361,11 @@ export class Lab {
   /** Continues a stopped run (after a reload, a closed tab, a lost device, a full disk) from its checkpoint. */
   async resumeRun(id: string, onEvent: (e: LabRunEvent) => void, steps?: number): Promise<void> {
     if (this.active.has(id)) throw new InputError(`run ${id} is already running`);
-    this.requireModel();
+    const model = this.requireModel();
     const saved = await readSavedRun(this.runFolder(id));
+    // Continuing on other base weights would silently train a different LoRA. (By name: a renamed copy of
+    // the same model has to be opened under its old name.)
+    if (saved.settings.model !== model.name) throw new InputError(`run ${id} was trained on the model ${saved.settings.model}, but ${model.name} is open: open ${saved.settings.model} to resume it`);
     const config = { ...saved.saved.config, steps: steps ?? saved.saved.config.steps };
     if (config.steps <= saved.saved.state.step) throw new InputError(`run ${id} is at step ${saved.saved.state.step} of ${saved.saved.config.steps}: nothing to resume (ask for more steps)`);
     const data = await this.trainingData(saved.settings.data, config.method, saved.settings.negatives);
