@@ -59,7 +59,7 @@ export interface LabPlatform {
 export interface ModelInfo {
   name: string;
   kind: 'folder' | 'single-file';
-  unet: { blockOutChannels: number[]; layersPerBlock: number; crossAttentionDim: number; sampleSize: number; inChannels: number };
+  unet: { blockOutChannels: number[]; layersPerBlock: number; crossAttentionDim: number; sampleSize: number; inChannels: number; parameters: number };
   textEncoder: { hiddenSize: number; layers: number };
   vae: { latentChannels: number; downsample: number; scalingFactor: number };
 }
@@ -168,7 +168,14 @@ export class Lab {
     return {
       name: model.name,
       kind: model.kind,
-      unet: { blockOutChannels: [...u.block_out_channels], layersPerBlock: u.layers_per_block, crossAttentionDim: u.cross_attention_dim, sampleSize: u.sample_size ?? 64, inChannels: u.in_channels },
+      unet: {
+        blockOutChannels: [...u.block_out_channels],
+        layersPerBlock: u.layers_per_block,
+        crossAttentionDim: u.cross_attention_dim,
+        sampleSize: u.sample_size ?? 64,
+        inChannels: u.in_channels,
+        parameters: [...unetParams(u).values()].reduce((sum, shape) => sum + shape.reduce((a, b) => a * b, 1), 0),
+      },
       textEncoder: { hiddenSize: checked.text.hidden_size, layers: checked.text.num_hidden_layers },
       vae: { latentChannels: checked.vae.latent_channels, downsample: 2 ** (checked.vae.block_out_channels.length - 1), scalingFactor: checked.vae.scaling_factor },
     };

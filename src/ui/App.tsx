@@ -1,27 +1,37 @@
-import { GpuPanel } from './GpuPanel';
+// The lab's page: one screen at a time, chosen in the tab bar. Each screen keeps its state in its own store,
+// so switching screens loses nothing.
+
+import { useState } from 'react';
+import { ModelScreen } from './model/ModelScreen';
+
+const SCREENS = [{ id: 'model', label: 'Model', Screen: ModelScreen }] as const;
+
+type ScreenId = (typeof SCREENS)[number]['id'];
 
 export function App() {
+  const [current, setCurrent] = useState<ScreenId>('model');
+  const screen = SCREENS.find((s) => s.id === current) ?? SCREENS[0];
   return (
     <div className="page">
       <header className="page-header">
         <h1>TPO Lab</h1>
-        <p className="tagline">Text Preference Optimization for Stable Diffusion v1.5, in your browser.</p>
+        <p className="tagline">
+          Text Preference Optimization for Stable Diffusion v1.5, in your browser, on your GPU: no server, no upload.
+        </p>
       </header>
-
+      <nav aria-label="Screens">
+        <ul className="tabs">
+          {SCREENS.map((s) => (
+            <li key={s.id}>
+              <button type="button" aria-current={s.id === current ? 'page' : undefined} onClick={() => setCurrent(s.id)}>
+                {s.label}
+              </button>
+            </li>
+          ))}
+        </ul>
+      </nav>
       <main>
-        <section className="card about" aria-labelledby="about-heading">
-          <h2 id="about-heading">What this is</h2>
-          <p>
-            TPO Lab fine-tunes Stable Diffusion v1.5 with Text Preference Optimization entirely in this browser tab, on
-            your own GPU through WebGPU: no server, no Python, and your images never leave your machine. You will load a
-            model you already have, import captioned images, create mismatched captions with an LLM of your choice or the
-            built-in editor, train a LoRA with TDPO or TKTO, compare samples before and after, and export a LoRA that
-            Automatic1111, ComfyUI and diffusers load as is. Those steps arrive in coming versions; for now this page
-            checks that your browser and GPU can run the engine.
-          </p>
-        </section>
-
-        <GpuPanel />
+        <screen.Screen />
       </main>
     </div>
   );

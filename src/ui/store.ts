@@ -3,7 +3,8 @@
 
 import { create } from 'zustand';
 import type { AdapterReport, EngineError, EngineErrorKind, SelfTestOk } from '../worker/api';
-import { createEngineClient, type EngineClient } from '../worker/client';
+import type { EngineClient } from '../worker/client';
+import { engine } from './engine';
 
 export type ProbeState =
   | { status: 'idle' }
@@ -66,7 +67,5 @@ export function createGpuStore(engine: () => EngineClient) {
   }));
 }
 
-let client: EngineClient | null = null;
-
-/** The app's store, backed by one engine client whose worker starts on the first call. */
-export const useGpuStore = createGpuStore(() => (client ??= createEngineClient()));
+/** The app's store, backed by the app's engine client. */
+export const useGpuStore = createGpuStore(engine);
