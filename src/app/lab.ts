@@ -523,6 +523,20 @@ export class Lab {
     return jsonLines(await readText(this.runFolder(id), SCORES_FILE));
   }
 
+  /** The run's preview samples so far, oldest first: each folder's step and images (files relative to the run). */
+  async previews(id: string): Promise<{ step: number; folder: string; images: { file: string; prompt: string; seed: number }[] }[]> {
+    const storage = this.runFolder(id);
+    const out = [];
+    for (const folder of await storage.list('samples')) {
+      const text = await readText(storage, `samples/${folder}/index.json`);
+      if (!text) continue; // cut short before its index was written
+      const index = JSON.parse(text) as { step: number; images: { file: string; prompt: string; seed: number }[] };
+      out.push({ step: index.step, folder: `samples/${folder}`, images: index.images.map((i) => ({ ...i, file: `samples/${folder}/${i.file}` })) });
+    }
+    // 'base' (step 0) first, then by step.
+    return out.sort((a, b) => a.step - b.step || (a.folder.endsWith('/base') ? -1 : 1));
+  }
+
   /** A file of the run (a preview PNG, index.json), or null. */
   async runFile(id: string, path: string): Promise<Uint8Array | null> {
     return this.runFolder(id).read(path);

@@ -2,9 +2,15 @@
 // so switching screens loses nothing.
 
 import { useState } from 'react';
+import { DataScreen } from './data/DataScreen';
 import { ModelScreen } from './model/ModelScreen';
+import { TrainScreen } from './train/TrainScreen';
 
-const SCREENS = [{ id: 'model', label: 'Model', Screen: ModelScreen }] as const;
+const SCREENS = [
+  { id: 'model', label: 'Model', Screen: ModelScreen },
+  { id: 'data', label: 'Data', Screen: DataScreen },
+  { id: 'train', label: 'Train', Screen: TrainScreen },
+] as const;
 
 type ScreenId = (typeof SCREENS)[number]['id'];
 

@@ -174,6 +174,8 @@ export interface EngineApi {
   deleteRun(run: string): Promise<Result<null>>;
   metrics(run: string): Promise<Result<Record<string, unknown>[]>>;
   scores(run: string): Promise<Result<Record<string, unknown>[]>>;
+  /** The run's preview samples so far: step, folder and images (prompt, seed, file) of each. */
+  previews(run: string): Promise<Result<{ step: number; folder: string; images: { file: string; prompt: string; seed: number }[] }[]>>;
   /** A file of the run: a preview PNG (transferred), index.json. */
   runFile(run: string, path: string): Promise<Result<Uint8Array | null>>;
   exportLora(run: string, options: { format?: LoraFormat; dtype?: 'fp16' | 'fp32' }): Promise<Result<ExportedLora>>;

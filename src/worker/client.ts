@@ -47,6 +47,7 @@ const LAB_METHODS = {
   deleteRun: true,
   metrics: true,
   scores: true,
+  previews: true,
   runFile: true,
   exportLora: true,
   storage: true,

@@ -327,6 +327,7 @@ const api: EngineApi = {
     }),
   metrics: (run) => attempt('metrics', async () => (await lab()).metrics(run)),
   scores: (run) => attempt('scores', async () => (await lab()).scores(run)),
+  previews: (run) => attempt('previews', async () => (await lab()).previews(run)),
   runFile: (run, path) => attempt('runFile', async () => (await lab()).runFile(run, path), (bytes) => [bytes?.buffer]),
   exportLora: (run, options) => attempt('exportLora', async () => (await lab()).exportLora(run, options), (out) => [out.bytes.buffer]),
 

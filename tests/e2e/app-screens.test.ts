@@ -2,18 +2,40 @@
 // controls' accessible names. The page is the app itself (index.html from Vite's dev server). Screenshots of
 // every screen, light and dark, go to test-results/screens/ (README shows copies from docs/screens/).
 
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BrowserSession, describeLog, openBrowser, ROOT } from '../helpers/browser';
 import { GOLDENS } from '../helpers/goldens';
+import { discPng } from '../helpers/train-data';
 
 const TINY = path.join(GOLDENS, 'tiny-sd15');
 const SHOTS = path.join(ROOT, 'test-results', 'screens');
+const tmp = mkdtempSync(path.join(tmpdir(), 'tpo-screens-'));
+
+/** Four disc images with their .txt captions, as files on disk; returns their paths. */
+function discFiles(): string[] {
+  const colours: [string, [number, number, number]][] = [['red', [220, 30, 30]], ['blue', [30, 40, 220]], ['green', [30, 200, 60]], ['yellow', [230, 220, 40]]];
+  const out: string[] = [];
+  for (const [i, [name, rgb]] of colours.entries()) {
+    const png = path.join(tmp, `disc${i}.png`);
+    const txt = path.join(tmp, `disc${i}.txt`);
+    writeFileSync(png, discPng(64, rgb, [240, 240, 240], i + 1));
+    writeFileSync(txt, `a ${name} circle on the left of a white background`);
+    out.push(png, txt);
+  }
+  return out;
+}
 
 let b: BrowserSession;
 let page: Page;
+
+/** Shows a screen through the tab bar. */
+async function tab(name: string): Promise<void> {
+  await page.getByRole('navigation', { name: 'Screens' }).getByRole('button', { name, exact: true }).click();
+}
 
 /** Saves the page in the light and the dark theme. */
 async function screenshots(name: string): Promise<void> {
@@ -35,6 +57,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await b?.close();
+  rmSync(tmp, { recursive: true, force: true });
 });
 
 describe('the Model screen', () => {
@@ -73,4 +96,99 @@ describe('the Model screen', () => {
     await screenshots('model-error');
     expect(b.log.filter((l) => !l.includes('favicon')), describeLog(b.log)).toEqual([]);
   }, 120_000);
+});
+
+describe('the Data screen', () => {
+  it('imports four captioned images, edits a caption, removes and restores an item, exports the JSONL', async () => {
+    await tab('Data');
+    await page.getByLabel('Dataset name').fill('discs');
+    await page.getByLabel('Images').setInputFiles(discFiles());
+    const counts = page.getByLabel('Counts');
+    await counts.filter({ hasText: '4 images' }).waitFor({ timeout: 60_000 });
+    expect(await counts.innerText()).toMatch(/4 images · 0 negatives .* 4 without negatives/);
+    await page.getByRole('img', { name: 'a red circle on the left of a white background' }).waitFor();
+
+    // A caption edited and saved with Enter; read back from storage by choosing the dataset again.
+    const caption = page.getByLabel('Caption of disc1.png');
+    await caption.fill('a blue disc on the left of a white background');
+    await caption.press('Enter');
+    await expect.poll(() => page.getByLabel('Caption of disc1.png').inputValue()).toBe('a blue disc on the left of a white background');
+
+    // Removed, then restored with Undo.
+    await page.getByRole('button', { name: 'Remove disc3.png' }).click();
+    await counts.filter({ hasText: '3 images' }).waitFor();
+    await page.getByRole('button', { name: 'Undo' }).click();
+    await counts.filter({ hasText: '4 images' }).waitFor();
+
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Export JSONL' }).click()]);
+    const saved = path.join(tmp, 'export.jsonl');
+    await download.saveAs(saved);
+    const lines = readFileSync(saved, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { image: string; caption: string });
+    expect(lines.map((l) => l.image)).toEqual(['disc0.png', 'disc1.png', 'disc2.png', 'disc3.png']);
+    expect(lines[1].caption).toBe('a blue disc on the left of a white background');
+
+    await page.getByLabel('Dataset', { exact: true }).selectOption({ label: 'discs (4 images)' });
+    await expect.poll(() => page.getByLabel('Caption of disc1.png').inputValue()).toBe('a blue disc on the left of a white background');
+    await screenshots('data');
+    expect(b.log.filter((l) => !l.includes('favicon')), describeLog(b.log)).toEqual([]);
+  }, 180_000);
+});
+
+describe('the Train screen', () => {
+  it('trains TDPO with live charts and previews, pauses and resumes, and survives a reload mid-run', async () => {
+    // Negatives for the dataset, through the engine as the Pairs screen makes them.
+    const made = await page.evaluate(async (paths) => {
+      const { engine } = (await import(paths.engine)) as typeof import('../../src/ui/engine');
+      const { useDataStore } = (await import(paths.data)) as typeof import('../../src/ui/data/store');
+      const id = useDataStore.getState().current!;
+      const r = await engine().lab.makeNegatives('test', id, { principles: ['attribute'], perCaption: 1, rules: true, seed: 3 });
+      await useDataStore.getState().select(id);
+      return r.ok ? r.value.made : r.error.message;
+    }, { engine: '/src/ui/engine.ts', data: '/src/ui/data/store.ts' });
+    expect(made).toBe(4);
+
+    await tab('Train');
+    await page.getByLabel('Method').selectOption('tdpo');
+    await page.getByRole('button', { name: 'Quick test' }).click();
+    await page.getByLabel('Steps').fill('4');
+    await page.getByText('All settings').click();
+    await page.getByLabel('Resolution (px)').fill('64');
+    await page.getByLabel('LoRA rank').fill('2');
+    await page.getByLabel('Learning rate').fill('0.001');
+    await page.getByLabel('Batch size').fill('2');
+    await page.getByLabel('Held-out share').fill('0.25');
+    await page.getByLabel('Checkpoint every (steps)').fill('1');
+    await page.getByLabel('Preview prompts').fill('a red circle on the left');
+    await page.getByLabel('Previews every (steps)').fill('4');
+    await page.getByLabel('Preview sampling steps').fill('2');
+    await page.getByRole('button', { name: 'Start training' }).click();
+
+    // The charts follow the steps; pause after the first, then go on.
+    const loss = page.locator('.chart').filter({ hasText: 'Loss' }).locator('.chart-last');
+    await loss.filter({ hasText: 'at step' }).waitFor({ timeout: 180_000 });
+    await page.getByRole('button', { name: 'Pause' }).click();
+    await page.getByRole('status').filter({ hasText: 'paused' }).waitFor({ timeout: 120_000 });
+    await page.getByRole('button', { name: 'Resume' }).click();
+    await page.getByRole('status').filter({ hasText: /Step [23] of 4 · running/ }).waitFor({ timeout: 180_000 });
+
+    // The tab reloads mid-run: the run stops with its checkpoint; reopen the model and resume it.
+    await page.reload();
+    await page.getByRole('heading', { name: 'TPO Lab', level: 1 }).waitFor();
+    await page.getByLabel('Model folder').setInputFiles(TINY);
+    await page.getByRole('definition').filter({ hasText: 'tiny-sd15' }).waitFor({ timeout: 60_000 });
+    await tab('Train');
+    const row = page.getByRole('row').filter({ hasText: 'stopped' });
+    await row.waitFor({ timeout: 30_000 });
+    await row.getByRole('button', { name: /^Open run/ }).click();
+    // The curve so far is read back: one continuous line across the reload.
+    await loss.filter({ hasText: 'at step' }).waitFor();
+    await page.getByRole('button', { name: 'Resume' }).click();
+    await page.getByRole('status').filter({ hasText: 'Step 4 of 4 · done' }).waitFor({ timeout: 240_000 });
+    expect(await loss.innerText()).toMatch(/at step 4/);
+    await page.getByRole('img', { name: 'a red circle on the left — step 4' }).waitFor({ timeout: 30_000 });
+    expect(await page.getByRole('img', { name: 'a red circle on the left — base model' }).count()).toBe(1);
+    expect(await page.getByRole('row').filter({ hasText: 'done' }).count()).toBe(1);
+    await screenshots('train');
+    expect(b.log.filter((l) => !l.includes('favicon')), describeLog(b.log)).toEqual([]);
+  }, 600_000);
 });
