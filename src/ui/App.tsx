@@ -3,8 +3,12 @@
 
 import { useState } from 'react';
 import { ModelScreen } from './model/ModelScreen';
+import { PairsScreen } from './pairs/PairsScreen';
 
-const SCREENS = [{ id: 'model', label: 'Model', Screen: ModelScreen }] as const;
+const SCREENS = [
+  { id: 'model', label: 'Model', Screen: ModelScreen },
+  { id: 'pairs', label: 'Pairs', Screen: PairsScreen },
+] as const;
 
 type ScreenId = (typeof SCREENS)[number]['id'];
 
