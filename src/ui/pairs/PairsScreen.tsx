@@ -3,7 +3,7 @@
 // accept, reject or edit it. Only accepted and pending negatives are trained on; rejected ones are kept
 // in the dataset (with their history) but never used.
 
-import { type KeyboardEvent, useEffect, useMemo, useRef, useState } from 'react';
+import { type KeyboardEvent, useEffect, useId, useMemo, useRef, useState } from 'react';
 import { datasetStats } from '../../data/dataset';
 import type { DatasetItem, Negative } from '../../data/types';
 import { NEGATIVE_STATUSES, type NegativeStatus, PRINCIPLE_CHOICES, type PrincipleChoice, RECORDED_PRINCIPLES, type RecordedPrinciple } from '../../data/vocabulary';
@@ -334,6 +334,8 @@ function ReviewCard({ dataset }: { dataset: string }) {
   const [cursor, setCursor] = useState(0);
   const [editing, setEditing] = useState<PairRef | null>(null);
   const listRef = useRef<HTMLOListElement>(null);
+  const principleId = useId();
+  const statusId = useId();
   const shown = pairs.slice(0, limit);
   const at = Math.min(cursor, Math.max(0, shown.length - 1));
   const thumbs = useThumbnails(dataset, [...new Set(shown.map((p) => byId.get(p.itemId)?.image ?? ''))].filter(Boolean));
@@ -382,9 +384,10 @@ function ReviewCard({ dataset }: { dataset: string }) {
         </span>
       </p>
       <div className="review-tools">
-        <label>
-          Principle
-          <select value={filter.principle} onChange={(e) => setFilter({ principle: e.target.value as RecordedPrinciple | 'all' })}>
+        {/* Labels beside, not around, the selects: a wrapping label would add the chosen option to the name. */}
+        <div className="field">
+          <label htmlFor={principleId}>Principle</label>
+          <select id={principleId} value={filter.principle} onChange={(e) => setFilter({ principle: e.target.value as RecordedPrinciple | 'all' })}>
             <option value="all">All principles</option>
             {RECORDED_PRINCIPLES.map((p) => (
               <option key={p} value={p}>
@@ -392,10 +395,10 @@ function ReviewCard({ dataset }: { dataset: string }) {
               </option>
             ))}
           </select>
-        </label>
-        <label>
-          Status
-          <select value={filter.status} onChange={(e) => setFilter({ status: e.target.value as NegativeStatus | 'all' })}>
+        </div>
+        <div className="field">
+          <label htmlFor={statusId}>Status</label>
+          <select id={statusId} value={filter.status} onChange={(e) => setFilter({ status: e.target.value as NegativeStatus | 'all' })}>
             <option value="all">Any status</option>
             {NEGATIVE_STATUSES.map((s) => (
               <option key={s} value={s}>
@@ -403,7 +406,7 @@ function ReviewCard({ dataset }: { dataset: string }) {
               </option>
             ))}
           </select>
-        </label>
+        </div>
         <button type="button" onClick={() => void setAllStatus('accepted')} disabled={pairs.length === 0}>
           Accept all
         </button>
