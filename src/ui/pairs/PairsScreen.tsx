@@ -156,7 +156,7 @@ function LlmForm() {
               <li key={h}>{h}</li>
             ))}
           </ul>
-          <p className="muted small">The browser said: {connection.result.problem.detail}</p>
+          <p className="muted small">Details: {connection.result.problem.detail}</p>
         </div>
       )}
       <Templates />
