@@ -85,6 +85,8 @@ describe('the Pairs screen', () => {
   let llm: Server;
   let llmBase = '';
   const seen: { path: string; auth: string | undefined }[] = [];
+  /** The user messages of the edit requests. */
+  const prompts: string[] = [];
   const COLOURS = ['turquoise', 'magenta', 'olive', 'violet', 'amber', 'crimson'];
   let answered = 0;
 
@@ -121,6 +123,7 @@ describe('the Pairs screen', () => {
         const body = JSON.parse(text) as { messages: { role: string; content: string }[] };
         const user = body.messages.filter((m) => m.role === 'user').map((m) => m.content).join('\n');
         const caption = /True caption: "([^"]*)"/.exec(user)?.[1];
+        if (caption) prompts.push(user);
         // The connection test asks for one word; an edit request quotes the true caption.
         const content = caption
           ? JSON.stringify({ caption: caption.replace(/^a \w+/, `a ${COLOURS[answered++ % COLOURS.length]}`), principle: 'attribute' })
@@ -220,6 +223,20 @@ describe('the Pairs screen', () => {
     // The key was not asked to be remembered: nothing of it is in the page's storage.
     expect(await page.evaluate(() => JSON.stringify({ ...localStorage }))).not.toContain('sk-test');
 
+    // Remembering the key puts it in this browser's storage; forgetting it takes it out (and off the form).
+    await page.getByLabel('Remember the key on this device').check();
+    expect(await page.evaluate(() => JSON.stringify({ ...localStorage }))).toContain('sk-test');
+    await page.getByRole('button', { name: 'Forget the key' }).click();
+    expect(await page.evaluate(() => JSON.stringify({ ...localStorage }))).not.toContain('sk-test');
+    expect(await page.getByLabel('API key').inputValue()).toBe('');
+    await page.getByLabel('API key').fill('sk-test');
+
+    // An edited template is what the LLM is asked.
+    await page.getByText('Prompt templates').click();
+    const mix = page.getByRole('group', { name: 'Mix template' });
+    const template = mix.getByRole('textbox');
+    await template.fill(`${await template.inputValue()}\nPrefer a colour change.`);
+
     // Each caption has one live negative (the rejected one does not count): two per caption asks for one
     // more for three of them, and two for the caption whose negative was rejected.
     await page.getByLabel('Negatives per caption').fill('2');
@@ -229,6 +246,11 @@ describe('the Pairs screen', () => {
     const fromLlm = page.locator('.pairs > li').filter({ hasText: '· LLM ·' });
     expect(await fromLlm.count()).toBe(5);
     expect(await fromLlm.first().locator('mark').first().innerText()).toMatch(/turquoise|magenta|olive|violet|amber|crimson/);
+    expect(prompts.length).toBeGreaterThanOrEqual(5);
+    expect(prompts.every((p) => p.includes('Prefer a colour change.'))).toBe(true);
+    await mix.getByRole('button', { name: 'Reset to default' }).click();
+    expect(await template.inputValue()).not.toContain('Prefer a colour change.');
+    await page.getByText('Prompt templates').click();
     await screenshots('pairs-llm');
 
     // The browser reports the deliberate 401 as a failed resource load: that line, and nothing else, is expected.
