@@ -4,12 +4,14 @@
 import { useState } from 'react';
 import { DataScreen } from './data/DataScreen';
 import { ModelScreen } from './model/ModelScreen';
+import { PairsScreen } from './pairs/PairsScreen';
 import { ScoresScreen } from './scores/ScoresScreen';
 import { TrainScreen } from './train/TrainScreen';
 
 const SCREENS = [
   { id: 'model', label: 'Model', Screen: ModelScreen },
   { id: 'data', label: 'Data', Screen: DataScreen },
+  { id: 'pairs', label: 'Pairs', Screen: PairsScreen },
   { id: 'train', label: 'Train', Screen: TrainScreen },
   { id: 'scores', label: 'Scores', Screen: ScoresScreen },
 ] as const;

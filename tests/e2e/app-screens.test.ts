@@ -3,6 +3,8 @@
 // every screen, light and dark, go to test-results/screens/ (README shows copies from docs/screens/).
 
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Page } from 'playwright-core';
@@ -31,6 +33,14 @@ function discFiles(): string[] {
 
 let b: BrowserSession;
 let page: Page;
+
+/**
+ * The browser log, less what is expected: the favicon the dev server lacks, and the failed load the Pairs
+ * test's deliberate wrong API key (HTTP 401) causes.
+ */
+function unexpectedLog(): string[] {
+  return b.log.filter((l) => !l.includes('favicon') && !/status of 401 \(Unauthorized\)/.test(l));
+}
 
 /** Shows a screen through the tab bar. */
 async function tab(name: string): Promise<void> {
@@ -94,12 +104,14 @@ describe('the Model screen', () => {
     expect(await alert.innerText()).toMatch(/shape/i);
     expect(await page.getByText('Still open: tiny-sd15.').count()).toBe(1);
     await screenshots('model-error');
-    expect(b.log.filter((l) => !l.includes('favicon')), describeLog(b.log)).toEqual([]);
+    expect(unexpectedLog(), describeLog(b.log)).toEqual([]);
   }, 120_000);
 });
 
 describe('the Data screen', () => {
   it('imports four captioned images, edits a caption, removes and restores an item, exports the JSONL', async () => {
+    await tab('Pairs');
+    await page.getByText('Import images on the Data screen first').waitFor();
     await tab('Data');
     await page.getByLabel('Dataset name').fill('discs');
     await page.getByLabel('Images').setInputFiles(discFiles());
@@ -130,23 +142,165 @@ describe('the Data screen', () => {
     await page.getByLabel('Dataset', { exact: true }).selectOption({ label: 'discs (4 images)' });
     await expect.poll(() => page.getByLabel('Caption of disc1.png').inputValue()).toBe('a blue disc on the left of a white background');
     await screenshots('data');
-    expect(b.log.filter((l) => !l.includes('favicon')), describeLog(b.log)).toEqual([]);
+    expect(unexpectedLog(), describeLog(b.log)).toEqual([]);
   }, 180_000);
+});
+
+describe('the Pairs screen', () => {
+  // A fake OpenAI-compatible server, as a local LLM server would be: it allows any origin (CORS, with the
+  // preflight the Authorization header causes), refuses every key under /bad/, and answers each edit request
+  // with the true caption's colour changed.
+  let llm: Server;
+  let llmBase = '';
+  const seen: { path: string; auth: string | undefined }[] = [];
+  /** The user messages of the edit requests. */
+  const prompts: string[] = [];
+  const COLOURS = ['turquoise', 'magenta', 'olive', 'violet', 'amber', 'crimson'];
+  let answered = 0;
+
+  beforeAll(async () => {
+    llm = createServer((req: IncomingMessage, res: ServerResponse) => {
+      const cors = { 'access-control-allow-origin': '*', 'access-control-allow-headers': 'authorization, content-type, accept', 'access-control-allow-methods': 'POST, OPTIONS' };
+      if (req.method === 'OPTIONS') {
+        res.writeHead(204, cors);
+        return res.end();
+      }
+      let text = '';
+      req.on('data', (c) => (text += c));
+      req.on('end', () => {
+        seen.push({ path: req.url ?? '', auth: req.headers.authorization });
+        const json = (status: number, body: unknown) => {
+          res.writeHead(status, { ...cors, 'content-type': 'application/json' });
+          res.end(JSON.stringify(body));
+        };
+        if (req.url?.startsWith('/bad/')) return json(401, { error: { message: 'Incorrect API key provided' } });
+        if (req.url !== '/v1/chat/completions') return json(404, { error: 'not found' });
+        const body = JSON.parse(text) as { messages: { role: string; content: string }[] };
+        const user = body.messages.filter((m) => m.role === 'user').map((m) => m.content).join('\n');
+        const caption = /True caption: "([^"]*)"/.exec(user)?.[1];
+        if (caption) prompts.push(user);
+        // The connection test asks for one word; an edit request quotes the true caption.
+        const content = caption
+          ? JSON.stringify({ caption: caption.replace(/^a \w+/, `a ${COLOURS[answered++ % COLOURS.length]}`), principle: 'attribute' })
+          : 'ok';
+        json(200, { choices: [{ message: { role: 'assistant', content }, finish_reason: 'stop' }] });
+      });
+    });
+    await new Promise<void>((resolve) => llm.listen(0, '127.0.0.1', resolve));
+    llmBase = `http://127.0.0.1:${(llm.address() as AddressInfo).port}`;
+  });
+
+  afterAll(async () => {
+    await new Promise<void>((resolve) => llm?.close(() => resolve()));
+  });
+
+  const counts = () => page.locator('.review-counts').innerText();
+
+  it('writes negatives with the rule editor and reviews them by keyboard and in bulk, undoably', async () => {
+    // The dataset the Data screen imported.
+    await tab('Pairs');
+    await page.getByRole('heading', { name: 'Review' }).waitFor({ timeout: 60_000 });
+    expect(await page.getByText('No negatives yet').count()).toBe(1);
+
+    // The rule editor is the default.
+    expect(await page.getByRole('radio', { name: /Rule editor/ }).isChecked()).toBe(true);
+    await page.getByRole('button', { name: 'Generate negatives' }).click();
+    await page.getByText('Wrote 4 negatives for 4 captions').waitFor({ timeout: 60_000 });
+    const rows = page.locator('.pairs > li');
+    expect(await rows.count()).toBe(4);
+    expect(await counts()).toMatch(/4 pending\s+0 accepted\s+0 rejected/);
+    // Every row: a thumbnail read from the dataset, the caption, the negative with its changed words marked.
+    await page.locator('.pairs img').nth(3).waitFor();
+    expect(await page.locator('.pairs img').evaluateAll((imgs) => imgs.every((i) => (i as HTMLImageElement).complete && (i as HTMLImageElement).naturalWidth === 64))).toBe(true);
+    expect(await page.locator('.pairs mark').count()).toBeGreaterThanOrEqual(4);
+    expect(await rows.first().innerText()).toMatch(/rule editor · pending/);
+
+    // Keyboard: the first row is accepted with "a"; the second edited with "j", "e".
+    const list = page.getByRole('list', { name: 'Pairs to review' });
+    await list.focus();
+    await page.keyboard.press('a');
+    await page.waitForFunction(() => document.querySelector('.review-counts')?.textContent?.includes('1 accepted'));
+    expect(await counts()).toMatch(/3 pending\s+1 accepted\s+0 rejected/);
+    expect(await rows.nth(1).getAttribute('aria-current')).toBe('true');
+    await page.keyboard.press('e');
+    const field = rows.nth(1).getByRole('textbox');
+    await field.fill('a blue square on the right of a black background');
+    await field.press('Enter');
+    await rows.nth(1).getByText('edited by hand').waitFor();
+    expect(await rows.nth(1).innerText()).toContain('a blue square on the right of a black background');
+    await page.keyboard.press('r');
+    await page.waitForFunction(() => document.querySelector('.review-counts')?.textContent?.includes('1 rejected'));
+
+    // Bulk, on the filtered set: accept all pending, then undo it.
+    await page.getByLabel('Status', { exact: true }).selectOption('pending');
+    expect(await rows.count()).toBe(2);
+    await page.getByRole('button', { name: 'Accept all' }).click();
+    await page.getByText('Accepted 2 negatives.').waitFor();
+    expect(await counts()).toMatch(/0 pending\s+3 accepted\s+1 rejected/);
+    await page.getByLabel('Status', { exact: true }).selectOption('all');
+    await screenshots('pairs');
+    await page.getByRole('button', { name: 'Undo', exact: true }).click();
+    await page.waitForFunction(() => document.querySelector('.review-counts')?.textContent?.includes('2 pending'));
+    expect(await counts()).toMatch(/2 pending\s+1 accepted\s+1 rejected/);
+    expect(await page.getByRole('button', { name: 'Undo', exact: true }).count()).toBe(0);
+  }, 240_000);
+
+  it('an LLM endpoint: a wrong key is named as such, a working one is tested and writes negatives', async () => {
+    await page.getByRole('radio', { name: /LLM endpoint/ }).check();
+    await page.getByLabel('Base URL').fill(`${llmBase}/bad/v1`);
+    await page.getByLabel('Model').fill('tiny');
+    await page.getByLabel('API key').fill('sk-wrong');
+    await page.getByRole('button', { name: 'Test connection' }).click();
+    const refused = page.getByRole('alert').filter({ hasText: 'refused the API key (HTTP 401)' });
+    await refused.waitFor({ timeout: 30_000 });
+    expect(await refused.innerText()).not.toContain('sk-wrong');
+    await screenshots('pairs-llm-refused');
+
+    await page.getByLabel('Base URL').fill(`${llmBase}/v1`);
+    await page.getByLabel('API key').fill('sk-test');
+    await page.getByRole('button', { name: 'Test connection' }).click();
+    await page.getByText('The server answers').waitFor({ timeout: 30_000 });
+    expect(seen.at(-1)).toEqual({ path: '/v1/chat/completions', auth: 'Bearer sk-test' });
+    // The key was not asked to be remembered: nothing of it is in the page's storage.
+    expect(await page.evaluate(() => JSON.stringify({ ...localStorage }))).not.toContain('sk-test');
+
+    // Remembering the key puts it in this browser's storage; forgetting it takes it out (and off the form).
+    await page.getByLabel('Remember the key on this device').check();
+    expect(await page.evaluate(() => JSON.stringify({ ...localStorage }))).toContain('sk-test');
+    await page.getByRole('button', { name: 'Forget the key' }).click();
+    expect(await page.evaluate(() => JSON.stringify({ ...localStorage }))).not.toContain('sk-test');
+    expect(await page.getByLabel('API key').inputValue()).toBe('');
+    await page.getByLabel('API key').fill('sk-test');
+
+    // An edited template is what the LLM is asked.
+    await page.getByText('Prompt templates').click();
+    const mix = page.getByRole('group', { name: 'Mix template' });
+    const template = mix.getByRole('textbox');
+    await template.fill(`${await template.inputValue()}\nPrefer a colour change.`);
+
+    // Each caption has one live negative (the rejected one does not count): two per caption asks for one
+    // more for three of them, and two for the caption whose negative was rejected.
+    await page.getByLabel('Negatives per caption').fill('2');
+    await page.getByRole('button', { name: 'Generate negatives' }).click();
+    await page.getByText('Wrote 5 negatives for 4 captions').waitFor({ timeout: 60_000 });
+    expect(await counts()).toMatch(/7 pending\s+1 accepted\s+1 rejected/);
+    const fromLlm = page.locator('.pairs > li').filter({ hasText: '· LLM ·' });
+    expect(await fromLlm.count()).toBe(5);
+    expect(await fromLlm.first().locator('mark').first().innerText()).toMatch(/turquoise|magenta|olive|violet|amber|crimson/);
+    expect(prompts.length).toBeGreaterThanOrEqual(5);
+    expect(prompts.every((p) => p.includes('Prefer a colour change.'))).toBe(true);
+    await mix.getByRole('button', { name: 'Reset to default' }).click();
+    expect(await template.inputValue()).not.toContain('Prefer a colour change.');
+    await page.getByText('Prompt templates').click();
+    await screenshots('pairs-llm');
+
+    // The browser reports the deliberate 401 as a failed resource load: that line, and nothing else, is expected.
+    expect(unexpectedLog(), describeLog(b.log)).toEqual([]);
+  }, 240_000);
 });
 
 describe('the Train screen', () => {
   it('trains TDPO with live charts and previews, pauses and resumes, and survives a reload mid-run', async () => {
-    // Negatives for the dataset, through the engine as the Pairs screen makes them.
-    const made = await page.evaluate(async (paths) => {
-      const { engine } = (await import(paths.engine)) as typeof import('../../src/ui/engine');
-      const { useDataStore } = (await import(paths.data)) as typeof import('../../src/ui/data/store');
-      const id = useDataStore.getState().current!;
-      const r = await engine().lab.makeNegatives('test', id, { principles: ['attribute'], perCaption: 1, rules: true, seed: 3 });
-      await useDataStore.getState().select(id);
-      return r.ok ? r.value.made : r.error.message;
-    }, { engine: '/src/ui/engine.ts', data: '/src/ui/data/store.ts' });
-    expect(made).toBe(4);
-
     await tab('Train');
     await page.getByLabel('Method').selectOption('tdpo');
     await page.getByRole('button', { name: 'Quick test' }).click();
@@ -189,6 +343,39 @@ describe('the Train screen', () => {
     expect(await page.getByRole('img', { name: 'a red circle on the left — base model' }).count()).toBe(1);
     expect(await page.getByRole('row').filter({ hasText: 'done' }).count()).toBe(1);
     await screenshots('train');
-    expect(b.log.filter((l) => !l.includes('favicon')), describeLog(b.log)).toEqual([]);
+    expect(unexpectedLog(), describeLog(b.log)).toEqual([]);
   }, 600_000);
+});
+
+describe('the Scores screen', () => {
+  it("shows the finished run's margins, rewards, accuracy per principle and pairs, beside the base model", async () => {
+    await tab('Scores');
+    const run = page.getByLabel('Run', { exact: true });
+    const done = await run.locator('option').filter({ hasText: 'done' }).first().getAttribute('value');
+    await run.selectOption(done!);
+    const view = page.getByRole('region', { name: /^Scores: Step 4, training pairs/ });
+    await view.waitFor({ timeout: 30_000 });
+    expect(await view.locator('.score-summary').innerText()).toMatch(/Implicit accuracy \d+% · mean margin -?\d\.\d{4} · \d+ pairs/);
+    expect(await view.getByRole('img', { name: /^Margins: \d+ margins, \d+ above zero/ }).count()).toBe(1);
+    expect(await view.getByRole('img', { name: /pairs, \d+ below the diagonal/ }).count()).toBe(1);
+    expect(await view.getByRole('table', { name: 'Implicit accuracy per principle' }).innerText()).toMatch(/attribute|mix|unknown/);
+
+    // Sorting by margin, then opening the first pair.
+    const table = view.getByRole('table', { name: /^Pairs/ });
+    await table.getByRole('button', { name: /^Margin/ }).click();
+    expect(await table.locator('th[aria-sort="descending"]').count()).toBe(1);
+    await table.getByRole('button', { name: /^Open the pair/ }).first().click();
+    await view.getByRole('region', { name: /^Pair disc\d\.png/ }).waitFor();
+    expect(await view.getByRole('region', { name: /^Pair/ }).innerText()).toMatch(/Right caption[\s\S]*Wrong caption/);
+
+    // Beside the base model, whose margins are all zero; then the held-out split.
+    await page.getByLabel('Compare with').selectOption({ label: 'Base model' });
+    const base = page.getByRole('region', { name: /^Scores: Base model, training pairs/ });
+    await base.waitFor();
+    expect(await base.locator('.score-summary').innerText()).toMatch(/Implicit accuracy 50% · mean margin 0\.0000/);
+    await screenshots('scores');
+    await page.getByRole('radio', { name: 'Held out' }).check();
+    await page.getByRole('region', { name: /^Scores: Step 4, held-out pairs/ }).waitFor();
+    expect(unexpectedLog(), describeLog(b.log)).toEqual([]);
+  }, 120_000);
 });
