@@ -114,7 +114,7 @@ describe('the Data screen', () => {
     await page.getByText('Import images on the Data screen first').waitFor();
     await tab('Data');
     await page.getByLabel('Dataset name').fill('discs');
-    await page.getByLabel('Images').setInputFiles(discFiles());
+    await page.getByLabel('Images', { exact: true }).setInputFiles(discFiles());
     const counts = page.getByLabel('Counts');
     await counts.filter({ hasText: '4 images' }).waitFor({ timeout: 60_000 });
     expect(await counts.innerText()).toMatch(/4 images · 0 negatives .* 4 without negatives/);
@@ -224,10 +224,10 @@ describe('the Pairs screen', () => {
     expect(await rows.nth(1).getAttribute('aria-current')).toBe('true');
     await page.keyboard.press('e');
     const field = rows.nth(1).getByRole('textbox');
-    await field.fill('a blue square on the right of a black background');
+    await field.fill('a blue disc at the top of a white background');
     await field.press('Enter');
     await rows.nth(1).getByText('edited by hand').waitFor();
-    expect(await rows.nth(1).innerText()).toContain('a blue square on the right of a black background');
+    expect(await rows.nth(1).innerText()).toContain('a blue disc at the top of a white background');
     await page.keyboard.press('r');
     await page.waitForFunction(() => document.querySelector('.review-counts')?.textContent?.includes('1 rejected'));
 
@@ -302,9 +302,9 @@ describe('the Pairs screen', () => {
 describe('the Train screen', () => {
   it('trains TDPO with live charts and previews, pauses and resumes, and survives a reload mid-run', async () => {
     await tab('Train');
-    await page.getByLabel('Method').selectOption('tdpo');
+    await page.getByLabel('Method', { exact: true }).selectOption('tdpo');
     await page.getByRole('button', { name: 'Quick test' }).click();
-    await page.getByLabel('Steps').fill('4');
+    await page.getByLabel('Steps', { exact: true }).fill('4');
     await page.getByText('All settings').click();
     await page.getByLabel('Resolution (px)').fill('64');
     await page.getByLabel('LoRA rank').fill('2');

@@ -112,7 +112,7 @@ describe('lab', () => {
     const prepared = await lab.prepareFeatures(dataset, { method: 'tdpo', resolution: 64 });
     expect(prepared.features).toBe(12); // 4 images, 4 captions, 4 negatives
     expect((await root.list('features')).length).toBeGreaterThan(0);
-  });
+  }, 300_000);
 
   it('a run cancelled and resumed, and a run whose device is lost, end where an uninterrupted run ends', async () => {
     const whole = collector();
@@ -158,5 +158,5 @@ describe('lab', () => {
     expect((await lab.listRuns()).map((r) => r.status).sort()).toEqual(['done', 'done', 'done']);
     await lab.deleteRun(c);
     expect((await lab.listRuns()).length).toBe(2);
-  });
+  }, 900_000); // three short runs: minutes on a loaded 2-core machine
 });

@@ -108,7 +108,7 @@ function DatasetCard() {
 
   return (
     <section className="card" aria-labelledby="dataset-heading">
-      <h2 id="dataset-heading">Dataset</h2>
+      <h2 id="dataset-heading">Your datasets</h2>
       {datasets.length === 0 ? (
         <p className="muted">No dataset yet: import images above.</p>
       ) : (
@@ -184,7 +184,7 @@ function ItemGrid({ dataset, items }: { dataset: string; items: DatasetItem[] })
   const virtualizer = useVirtualizer({ count: rows, getScrollElement: () => scroller.current, estimateSize: () => ROW_HEIGHT, overscan: 3 });
 
   return (
-    <div ref={scroller} className="item-grid" role="list" aria-label="Images and captions">
+    <div ref={scroller} className="item-grid" role="list" aria-label="Dataset items">
       <div style={{ height: virtualizer.getTotalSize(), position: 'relative' }}>
         {virtualizer.getVirtualItems().map((row) => (
           <div key={row.key} className="item-row" style={{ transform: `translateY(${row.start}px)`, height: ROW_HEIGHT, gridTemplateColumns: `repeat(${columns}, 1fr)` }}>

@@ -87,8 +87,8 @@ function SettingsCard() {
         {modelOpen ? '' : 'Open a model on the Model screen.'}
       </p>
       <div className="form-grid">
-        <label htmlFor={methodId}>
-          Method
+        <div className="field">
+          <label htmlFor={methodId}>Method</label>
           <select
             id={methodId}
             value={form.method}
@@ -102,11 +102,11 @@ function SettingsCard() {
             <option value="tkto">tkto</option>
             <option value="sft">sft</option>
           </select>
-        </label>
-        <label htmlFor={stepsId}>
-          Steps
+        </div>
+        <div className="field">
+          <label htmlFor={stepsId}>Steps</label>
           <input id={stepsId} type="number" min={1} value={form.steps} onChange={(e) => setForm({ steps: Number(e.target.value) })} />
-        </label>
+        </div>
         <div className="presets" role="group" aria-label="Presets">
           {PRESETS.map(([name, label]) => (
             <button key={name} type="button" className="small" onClick={() => applyPreset(name)}>
