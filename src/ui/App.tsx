@@ -1,7 +1,8 @@
 // The lab's page: one screen at a time, chosen in the tab bar. Each screen keeps its state in its own store,
 // so switching screens loses nothing.
 
-import { useState } from 'react';
+import { useEffect, useState } from 'react';
+import { useDataStore } from './data/store';
 import { DataScreen } from './data/DataScreen';
 import { ModelScreen } from './model/ModelScreen';
 import { PairsScreen } from './pairs/PairsScreen';
@@ -21,6 +22,10 @@ type ScreenId = (typeof SCREENS)[number]['id'];
 export function App() {
   const [current, setCurrent] = useState<ScreenId>('model');
   const screen = SCREENS.find((s) => s.id === current) ?? SCREENS[0];
+  // The datasets (and the one worked on last time) for every screen, not only once the Data screen opens.
+  useEffect(() => {
+    void useDataStore.getState().refresh();
+  }, []);
   return (
     <div className="page">
       <header className="page-header">

@@ -331,6 +331,9 @@ describe('the Train screen', () => {
     await page.getByLabel('Model folder').setInputFiles(TINY);
     await page.getByRole('definition').filter({ hasText: 'tiny-sd15' }).waitFor({ timeout: 60_000 });
     await tab('Train');
+    // The dataset worked on and the next run's settings are kept across the reload.
+    expect(await page.getByLabel('Steps', { exact: true }).inputValue()).toBe('4');
+    await page.getByText(/^Dataset: discs/).waitFor();
     const row = page.getByRole('row').filter({ hasText: 'stopped' });
     await row.waitFor({ timeout: 30_000 });
     await row.getByRole('button', { name: /^Open run/ }).click();

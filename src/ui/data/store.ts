@@ -35,6 +35,26 @@ export interface DataStore {
   exportJsonl(): string;
 }
 
+/** The dataset being worked on, kept across reloads (only its id; the data is in the lab's storage). */
+const CURRENT_KEY = 'tpo-lab.current-dataset';
+
+function rememberCurrent(id: string | null): void {
+  try {
+    if (id) localStorage.setItem(CURRENT_KEY, id);
+    else localStorage.removeItem(CURRENT_KEY);
+  } catch {
+    // Storage refused (private mode): the choice is simply not kept.
+  }
+}
+
+function recallCurrent(): string | null {
+  try {
+    return localStorage.getItem(CURRENT_KEY);
+  } catch {
+    return null;
+  }
+}
+
 export function createDataStore(client: () => EngineClient) {
   return create<DataStore>()((set, get) => ({
     datasets: [],
@@ -51,12 +71,19 @@ export function createDataStore(client: () => EngineClient) {
       set({ datasets: r.value, error: null });
       const { current } = get();
       if (current && !r.value.some((d) => d.id === current)) await get().select(null);
+      // After a reload: the dataset worked on last time.
+      const last = recallCurrent();
+      if (!current && last && r.value.some((d) => d.id === last)) await get().select(last);
     },
 
     async select(id) {
-      if (id === null) return set({ current: null, items: [], undo: null });
+      if (id === null) {
+        rememberCurrent(null);
+        return set({ current: null, items: [], undo: null });
+      }
       const r = await client().lab.datasetItems(id);
       if (!r.ok) return set({ error: r.error });
+      rememberCurrent(id);
       set({ current: id, items: r.value, undo: null, error: null });
     },
 

@@ -2,7 +2,8 @@
 // checkpoint read with the SD1.5 configs the app ships), see its architecture and size, the GPU, and whether
 // training with the chosen settings fits in the GPU's memory before anything starts.
 
-import { type ChangeEvent, useId } from 'react';
+import { type ChangeEvent, useEffect, useId, useState } from 'react';
+import { forgetModelFolder, recallModelFolder } from '../../app/model-sources';
 import type { EngineError, ModelInfo } from '../../worker/api';
 import { formatBytes, formatCount } from '../format';
 import { GpuPanel } from '../GpuPanel';
@@ -36,6 +37,34 @@ function OpenModel() {
     if (file) void open({ kind: 'single-file', file }, file.name);
   };
 
+  // Where the browser has directory handles (Chromium), a folder can be remembered and reopened after a
+  // reload with one click (the browser asks for read permission again).
+  const canPickFolder = typeof window !== 'undefined' && 'showDirectoryPicker' in window;
+  const [remembered, setRemembered] = useState<FileSystemDirectoryHandle | null>(null);
+  const [reopenError, setReopenError] = useState('');
+  useEffect(() => {
+    void recallModelFolder()
+      .then((r) => setRemembered(r?.handle ?? null))
+      .catch(() => setRemembered(null));
+  }, []);
+  const pickFolder = async () => {
+    try {
+      const handle = await (window as unknown as { showDirectoryPicker(o: { mode: 'read' }): Promise<FileSystemDirectoryHandle> }).showDirectoryPicker({ mode: 'read' });
+      setRemembered(handle);
+      await open({ kind: 'directory', handle, remember: true }, handle.name);
+    } catch (e) {
+      if ((e as Error).name !== 'AbortError') setReopenError((e as Error).message);
+    }
+  };
+  const reopen = async () => {
+    if (!remembered) return;
+    setReopenError('');
+    const h = remembered as unknown as { requestPermission?(d: { mode: 'read' }): Promise<PermissionState> };
+    const state = h.requestPermission ? await h.requestPermission({ mode: 'read' }).catch(() => 'denied' as const) : 'granted';
+    if (state !== 'granted') return setReopenError(`Reading ${remembered.name} was not allowed: allow it when the browser asks, or pick the folder again.`);
+    await open({ kind: 'directory', handle: remembered }, remembered.name);
+  };
+
   return (
     <section className="card" aria-labelledby="model-heading">
       <h2 id="model-heading">Model</h2>
@@ -55,6 +84,36 @@ function OpenModel() {
           <input id={fileId} type="file" accept=".safetensors" onChange={onFile} disabled={busy} />
         </div>
       </div>
+      {(canPickFolder || remembered) && (
+        <div className="toolbar">
+          {canPickFolder && (
+            <button type="button" onClick={() => void pickFolder()} disabled={busy}>
+              Choose and remember a folder…
+            </button>
+          )}
+          {remembered && (
+            <>
+              <button type="button" className="primary" onClick={() => void reopen()} disabled={busy}>
+                Reopen {remembered.name}
+              </button>
+              <button
+                type="button"
+                className="small"
+                onClick={() => {
+                  void forgetModelFolder().then(() => setRemembered(null));
+                }}
+              >
+                Forget it
+              </button>
+            </>
+          )}
+        </div>
+      )}
+      {reopenError && (
+        <div className="notice notice-error" role="alert">
+          <p>{reopenError}</p>
+        </div>
+      )}
       <div role="status" aria-live="polite">
         {busy && <p className="muted">Opening {model.what}: reading its configs and checking every weight's shape…</p>}
         {model.status === 'open' && <ModelDetails info={model.info} />}

@@ -131,7 +131,9 @@ function ScoreView({ choice, split, title }: { choice: ScoreChoice; split: Split
             <RewardScatter points={set.pairs} label="r(x, c_w) against r(x, c_l)" />
           </div>
           <PrincipleTable set={set} />
-          <PairTable set={set} onOpen={setOpen} />
+          <div className="table-scroll">
+            <PairTable set={set} onOpen={setOpen} />
+          </div>
           {open && <PairDetail pair={open} onClose={() => setOpen(null)} />}
         </>
       )}

@@ -20,8 +20,11 @@ function extent(values: number[]): [number, number] {
 const fmt = (v: number) => (Math.abs(v) >= 100 || (v !== 0 && Math.abs(v) < 0.01) ? v.toExponential(1) : v.toFixed(2));
 
 export function MarginHistogram({ margins, label }: { margins: number[]; label: string }) {
-  const bins = 16;
-  const [lo, hi] = extent(margins);
+  // An odd number of bins centred on zero, so ties (margin 0) fall in the middle bin.
+  const bins = 15;
+  const [lo0, hi0] = extent(margins);
+  const half = Math.max(-lo0, hi0);
+  const [lo, hi] = [-half, half];
   const counts = new Array<number>(bins).fill(0);
   for (const m of margins) counts[Math.min(bins - 1, Math.floor(((m - lo) / (hi - lo)) * bins))]++;
   const top = Math.max(1, ...counts);
@@ -32,7 +35,7 @@ export function MarginHistogram({ margins, label }: { margins: number[]; label: 
     <figure className="plot">
       <svg viewBox={`0 0 ${W} ${H}`} role="img" aria-label={`${label}: ${margins.length} margins, ${right} above zero, from ${fmt(Math.min(...margins, 0))} to ${fmt(Math.max(...margins, 0))}`}>
         {counts.map((c, i) => (
-          <rect key={i} className={lo + ((i + 0.5) / bins) * (hi - lo) > 0 ? 'bar-right' : 'bar-wrong'} x={PAD + i * barW + 1} width={barW - 2} y={H - PAD - ((H - 2 * PAD) * c) / top} height={((H - 2 * PAD) * c) / top} />
+          <rect key={i} className={i > (bins - 1) / 2 ? 'bar-right' : i < (bins - 1) / 2 ? 'bar-wrong' : 'bar-tie'} x={PAD + i * barW + 1} width={barW - 2} y={H - PAD - ((H - 2 * PAD) * c) / top} height={((H - 2 * PAD) * c) / top} />
         ))}
         <line className="zero" x1={x(0)} x2={x(0)} y1={PAD / 2} y2={H - PAD} />
         <line className="axis" x1={PAD} x2={W - PAD} y1={H - PAD} y2={H - PAD} />

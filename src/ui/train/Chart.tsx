@@ -12,7 +12,12 @@ export interface ChartProps {
   values: (number | null)[];
   /** Formats a value for the caption and the axis. */
   format(v: number): string;
+  /** A fixed value range (accuracy and fractions: 0 to 1); otherwise it follows the data. */
+  range?: [number, number];
 }
+
+/** Steps are whole numbers: ticks at 1, 2, 5, 10, 20, ... apart. */
+const STEP_TICKS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000];
 
 function usePrefersDark(): boolean {
   const query = typeof matchMedia === 'function' ? matchMedia('(prefers-color-scheme: dark)') : null;
@@ -26,7 +31,7 @@ function usePrefersDark(): boolean {
   return dark;
 }
 
-export function Chart({ title, steps, values, format }: ChartProps) {
+export function Chart({ title, steps, values, format, range }: ChartProps) {
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
   const dark = usePrefersDark();
@@ -43,8 +48,8 @@ export function Chart({ title, steps, values, format }: ChartProps) {
         height: 160,
         legend: { show: false },
         cursor: { drag: { x: false, y: false } },
-        scales: { x: { time: false } },
-        axes: [{ ...axis }, { ...axis, size: 56, values: (_u, ticks) => ticks.map((t) => format(t)) }],
+        scales: { x: { time: false }, y: range ? { range: () => range } : {} },
+        axes: [{ ...axis, incrs: STEP_TICKS }, { ...axis, size: 64, values: (_u, ticks) => ticks.map((t) => format(t)) }],
         series: [{ label: 'step' }, { label: title, stroke: colour('--accent'), width: 2, spanGaps: true, points: { show: false } }],
       },
       [[], []],
@@ -58,7 +63,7 @@ export function Chart({ title, steps, values, format }: ChartProps) {
       u.destroy();
       plot.current = null;
     };
-  }, [title, format, dark]);
+  }, [title, format, dark, range]);
 
   useEffect(() => {
     plot.current?.setData([steps, values]);

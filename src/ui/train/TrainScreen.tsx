@@ -180,6 +180,9 @@ const fmt = {
   stepTime: (v: number) => `${v.toFixed(v < 10 ? 2 : 0)} s`,
 };
 
+/** Accuracy and fractions: 0 to 100%. (One array, so the charts are not rebuilt at each render.) */
+const UNIT_RANGE: [number, number] = [0, 1];
+
 function eta(view: RunView): string {
   const times = view.metrics.stepTime.slice(-20).filter((t): t is number => t !== null);
   if (!times.length || view.status !== 'running') return '';
@@ -220,9 +223,9 @@ function RunCard() {
       )}
       <div className="charts">
         <Chart title="Loss" steps={m.step} values={m.loss} format={fmt.loss} />
-        <Chart title="Implicit accuracy" steps={m.step} values={m.accuracy} format={fmt.accuracy} />
+        <Chart title="Implicit accuracy" steps={m.step} values={m.accuracy} format={fmt.accuracy} range={UNIT_RANGE} />
         <Chart title="Mean margin" steps={m.step} values={m.meanMargin} format={fmt.meanMargin} />
-        <Chart title="Clip fraction" steps={m.step} values={m.clipFraction} format={fmt.clipFraction} />
+        <Chart title="Clip fraction" steps={m.step} values={m.clipFraction} format={fmt.clipFraction} range={UNIT_RANGE} />
         <Chart title="Learning rate" steps={m.step} values={m.lr} format={fmt.lr} />
         <Chart title="Step time" steps={m.step} values={m.stepTime} format={fmt.stepTime} />
       </div>

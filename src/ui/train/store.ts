@@ -3,6 +3,7 @@
 // live step events, so a resumed run draws one continuous curve), its previews and its status.
 
 import { create } from 'zustand';
+import { persist } from 'zustand/middleware';
 import { defaultTrainConfig, type TrainConfig } from '../../tpo/trainer';
 import type { EngineError, LabRunEvent, RunInfo, RunRequest } from '../../worker/api';
 import type { EngineClient } from '../../worker/client';
@@ -132,203 +133,227 @@ export function createTrainStore(client: () => EngineClient) {
     urls.clear();
   };
 
-  return create<TrainStore>()((set, get) => {
-    /** Applies a run event to the view when it is the run on screen. */
-    const onEvent = (e: LabRunEvent) => {
-      const view = get().view;
-      if (e.type === 'status') void get().refreshRuns();
-      if (!view || view.id !== e.run) return;
-      const log = (line: string) => ({ log: [...view.log, line].slice(-200) });
-      switch (e.type) {
-        case 'step':
-          set({ view: { ...view, step: e.report.step, steps: e.steps, metrics: addStep(view.metrics, e.report as unknown as Record<string, unknown>), startedAt: view.startedAt ?? performance.now() } });
-          break;
-        case 'status':
-          set({ view: { ...view, status: e.status, step: e.step, error: e.error ? { kind: e.errorKind ?? 'error', message: e.error } : null, ...log(`${e.status} at step ${e.step}`) } });
-          break;
-        case 'start':
-          set({ view: { ...view, steps: e.steps, ...log(`training on ${e.train} examples, ${e.heldOut} held out, from step ${e.step}`) } });
-          break;
-        case 'prepare':
-          set({ view: { ...view, ...log(`preparing features: ${e.done} of ${e.total}`) } });
-          break;
-        case 'checkpoint':
-          set({ view: { ...view, ...log(`checkpoint at step ${e.step}`) } });
-          break;
-        case 'scores':
-          set({ view: { ...view, ...log(`scores at step ${e.step} on ${e.split}: accuracy ${(e.accuracy * 100).toFixed(0)}%, mean margin ${e.meanMargin.toFixed(3)}`) } });
-          break;
-        case 'device-lost':
-          set({ view: { ...view, ...log(`the GPU device was lost (${e.message}); resuming from step ${e.resumeFrom}`) } });
-          break;
-        case 'log':
-          set({ view: { ...view, ...log(e.text) } });
-          break;
-        case 'preview':
-          void loadPreview(e.run, e.step, e.folder, e.files);
-          break;
-      }
-    };
+  return create<TrainStore>()(
+    persist(
+      (set, get) => {
+        /** Applies a run event to the view when it is the run on screen. */
+        const onEvent = (e: LabRunEvent) => {
+          const view = get().view;
+          if (e.type === 'status') void get().refreshRuns();
+          if (!view || view.id !== e.run) return;
+          const log = (line: string) => ({ log: [...view.log, line].slice(-200) });
+          switch (e.type) {
+            case 'step':
+              set({ view: { ...view, step: e.report.step, steps: e.steps, metrics: addStep(view.metrics, e.report as unknown as Record<string, unknown>), startedAt: view.startedAt ?? performance.now() } });
+              break;
+            case 'status':
+              set({ view: { ...view, status: e.status, step: e.step, error: e.error ? { kind: e.errorKind ?? 'error', message: e.error } : null, ...log(`${e.status} at step ${e.step}`) } });
+              break;
+            case 'start':
+              set({ view: { ...view, steps: e.steps, ...log(`training on ${e.train} examples, ${e.heldOut} held out, from step ${e.step}`) } });
+              break;
+            case 'prepare':
+              set({ view: { ...view, ...log(`preparing features: ${e.done} of ${e.total}`) } });
+              break;
+            case 'checkpoint':
+              set({ view: { ...view, ...log(`checkpoint at step ${e.step}`) } });
+              break;
+            case 'scores':
+              set({ view: { ...view, ...log(`scores at step ${e.step} on ${e.split}: accuracy ${(e.accuracy * 100).toFixed(0)}%, mean margin ${e.meanMargin.toFixed(3)}`) } });
+              break;
+            case 'device-lost':
+              set({ view: { ...view, ...log(`the GPU device was lost (${e.message}); resuming from step ${e.resumeFrom}`) } });
+              break;
+            case 'log':
+              set({ view: { ...view, ...log(e.text) } });
+              break;
+            case 'preview':
+              void loadPreview(e.run, e.step, e.folder, e.files);
+              break;
+          }
+        };
 
-    const loadPreview = async (run: string, step: number, folder: string, files: string[]) => {
-      const index = await client().lab.runFile(run, `${folder}/index.json`);
-      const prompts = index.ok && index.value ? (JSON.parse(new TextDecoder().decode(index.value)) as { images: { prompt: string }[] }).images.map((i) => i.prompt) : [];
-      const images: string[] = [];
-      for (const file of files) {
-        const r = await client().lab.runFile(run, file);
-        if (r.ok && r.value) {
-          const url = URL.createObjectURL(new Blob([r.value as Uint8Array<ArrayBuffer>], { type: 'image/png' }));
-          urls.add(url);
-          images.push(url);
-        }
-      }
-      const view = get().view;
-      if (!view || view.id !== run) return;
-      const previews = [...view.previews.filter((p) => p.step !== step), { step, urls: images, prompts }].sort((a, b) => a.step - b.step);
-      set({ view: { ...view, previews } });
-    };
+        const loadPreview = async (run: string, step: number, folder: string, files: string[]) => {
+          const index = await client().lab.runFile(run, `${folder}/index.json`);
+          const prompts = index.ok && index.value ? (JSON.parse(new TextDecoder().decode(index.value)) as { images: { prompt: string }[] }).images.map((i) => i.prompt) : [];
+          const images: string[] = [];
+          for (const file of files) {
+            const r = await client().lab.runFile(run, file);
+            if (r.ok && r.value) {
+              const url = URL.createObjectURL(new Blob([r.value as Uint8Array<ArrayBuffer>], { type: 'image/png' }));
+              urls.add(url);
+              images.push(url);
+            }
+          }
+          const view = get().view;
+          if (!view || view.id !== run) return;
+          const previews = [...view.previews.filter((p) => p.step !== step), { step, urls: images, prompts }].sort((a, b) => a.step - b.step);
+          set({ view: { ...view, previews } });
+        };
 
-    const request = (): RunRequest | null => {
-      const dataset = useDataStore.getState().current;
-      if (!dataset) return null;
-      const f = get().form;
-      const prompts = f.previewPrompts
-        .split('\n')
-        .map((p) => p.trim())
-        .filter(Boolean);
-      return {
-        dataset,
-        config: {
-          method: f.method,
-          steps: f.steps,
-          lr: f.lr,
-          lrSchedule: f.lrSchedule,
-          warmupSteps: f.warmupSteps,
-          beta: f.beta,
-          kappa: f.kappa,
-          rank: f.rank,
-          alpha: f.alpha,
-          batchSize: f.batchSize,
-          gradAccum: f.gradAccum,
-          resolution: f.resolution,
-          gradientCheckpointing: f.gradientCheckpointing,
-          seed: f.seed,
-        },
-        settings: {
-          holdout: f.holdout,
-          negatives: f.negatives,
-          checkpointEvery: f.checkpointEvery,
-          scoreEvery: f.scoreEvery,
-          previews: prompts.length ? { every: f.previewEvery, prompts, steps: f.previewSteps, guidance: 7.5, sampler: 'ddim', seed: 1 } : undefined,
-        },
-      };
-    };
+        const request = (): RunRequest | null => {
+          const dataset = useDataStore.getState().current;
+          if (!dataset) return null;
+          const f = get().form;
+          const prompts = f.previewPrompts
+            .split('\n')
+            .map((p) => p.trim())
+            .filter(Boolean);
+          return {
+            dataset,
+            config: {
+              method: f.method,
+              steps: f.steps,
+              lr: f.lr,
+              lrSchedule: f.lrSchedule,
+              warmupSteps: f.warmupSteps,
+              beta: f.beta,
+              kappa: f.kappa,
+              rank: f.rank,
+              alpha: f.alpha,
+              batchSize: f.batchSize,
+              gradAccum: f.gradAccum,
+              resolution: f.resolution,
+              gradientCheckpointing: f.gradientCheckpointing,
+              seed: f.seed,
+            },
+            settings: {
+              holdout: f.holdout,
+              negatives: f.negatives,
+              checkpointEvery: f.checkpointEvery,
+              scoreEvery: f.scoreEvery,
+              previews: prompts.length ? { every: f.previewEvery, prompts, steps: f.previewSteps, guidance: 7.5, sampler: 'ddim', seed: 1 } : undefined,
+            },
+          };
+        };
 
-    const newView = (id: string, info?: RunInfo): RunView => ({
-      id,
-      status: info?.status ?? 'running',
-      step: info?.step ?? 0,
-      steps: info?.steps ?? get().form.steps,
-      metrics: emptyMetrics(),
-      previews: [],
-      log: [],
-      error: info?.error ? { kind: 'error', message: info.error } : null,
-      startedAt: null,
-    });
+        const newView = (id: string, info?: RunInfo): RunView => ({
+          id,
+          status: info?.status ?? 'running',
+          step: info?.step ?? 0,
+          steps: info?.steps ?? get().form.steps,
+          metrics: emptyMetrics(),
+          previews: [],
+          log: [],
+          error: info?.error ? { kind: 'error', message: info.error } : null,
+          startedAt: null,
+        });
 
-    return {
-      form: formFor('tdpo'),
-      runs: [],
-      view: null,
-      error: null,
+        return {
+          form: formFor('tdpo'),
+          runs: [],
+          view: null,
+          error: null,
 
-      setForm(patch) {
-        set({ form: { ...get().form, ...patch } });
+          setForm(patch) {
+            set({ form: { ...get().form, ...patch } });
+          },
+
+          applyPreset(preset) {
+            set({ form: formFor(get().form.method, preset) });
+          },
+
+          async refreshRuns() {
+            const r = await client().lab.listRuns();
+            if (r.ok) set({ runs: [...r.value].sort((a, b) => b.startedAt - a.startedAt) });
+          },
+
+          async openRun(id) {
+            dropUrls();
+            const info = get().runs.find((r) => r.id === id);
+            set({ view: newView(id, info), error: null });
+            const metrics = await client().lab.metrics(id);
+            const view = get().view;
+            if (!view || view.id !== id) return;
+            let m = emptyMetrics();
+            if (metrics.ok) for (const row of metrics.value) m = addStep(m, row);
+            // Live steps that arrived while reading stay (addStep keeps the order).
+            for (let i = 0; i < view.metrics.step.length; i++) {
+              const row: Record<string, unknown> = { step: view.metrics.step[i] };
+              for (const s of SERIES) row[s] = view.metrics[s][i];
+              m = addStep(m, row);
+            }
+            set({ view: { ...view, metrics: m } });
+            // The previews saved so far.
+            const previews = await client().lab.previews(id);
+            if (previews.ok) for (const p of previews.value) await loadPreview(id, p.step, p.folder, p.images.map((i) => i.file));
+          },
+
+          async start() {
+            const req = request();
+            if (!req) {
+              set({ error: { kind: 'input', message: 'Choose a dataset on the Data screen first.' } });
+              return;
+            }
+            set({ error: null });
+            dropUrls();
+            const r = await client().lab.startRun(req, onEvent);
+            if (!r.ok) {
+              set({ error: r.error });
+              return;
+            }
+            // Events may have arrived before the id: they were for no view; the metrics file catches up.
+            set({ view: { ...newView(r.value.run), steps: req.config.steps ?? get().form.steps } });
+            await get().refreshRuns();
+          },
+
+          async pause() {
+            const view = get().view;
+            if (!view) return;
+            const r = await client().lab.pauseRun(view.id);
+            if (!r.ok) {
+              set({ error: r.error });
+              return;
+            }
+            set({ view: { ...view, status: 'paused' } });
+          },
+
+          async resume() {
+            const view = get().view;
+            if (!view) return;
+            set({ error: null });
+            if (view.status === 'paused') {
+              const r = await client().lab.continueRun(view.id);
+              if (!r.ok) {
+              set({ error: r.error });
+              return;
+            }
+              set({ view: { ...view, status: 'running' } });
+              return;
+            }
+            const r = await client().lab.resumeRun(view.id, onEvent);
+            if (!r.ok) {
+              set({ error: r.error });
+              return;
+            }
+            set({ view: { ...get().view!, status: 'running', error: null, startedAt: null } });
+          },
+
+          async cancel() {
+            const view = get().view;
+            if (!view) return;
+            const r = await client().lab.cancelRun(view.id);
+            if (!r.ok) set({ error: r.error });
+          },
+
+          async deleteRun(id) {
+            const r = await client().lab.deleteRun(id);
+            if (!r.ok) {
+              set({ error: r.error });
+              return;
+            }
+            if (get().view?.id === id) {
+              dropUrls();
+              set({ view: null });
+            }
+            await get().refreshRuns();
+          },
+        };
       },
-
-      applyPreset(preset) {
-        set({ form: formFor(get().form.method, preset) });
-      },
-
-      async refreshRuns() {
-        const r = await client().lab.listRuns();
-        if (r.ok) set({ runs: [...r.value].sort((a, b) => b.startedAt - a.startedAt) });
-      },
-
-      async openRun(id) {
-        dropUrls();
-        const info = get().runs.find((r) => r.id === id);
-        set({ view: newView(id, info), error: null });
-        const metrics = await client().lab.metrics(id);
-        const view = get().view;
-        if (!view || view.id !== id) return;
-        let m = emptyMetrics();
-        if (metrics.ok) for (const row of metrics.value) m = addStep(m, row);
-        // Live steps that arrived while reading stay (addStep keeps the order).
-        for (let i = 0; i < view.metrics.step.length; i++) {
-          const row: Record<string, unknown> = { step: view.metrics.step[i] };
-          for (const s of SERIES) row[s] = view.metrics[s][i];
-          m = addStep(m, row);
-        }
-        set({ view: { ...view, metrics: m } });
-        // The previews saved so far.
-        const previews = await client().lab.previews(id);
-        if (previews.ok) for (const p of previews.value) await loadPreview(id, p.step, p.folder, p.images.map((i) => i.file));
-      },
-
-      async start() {
-        const req = request();
-        if (!req) return set({ error: { kind: 'input', message: 'Choose a dataset on the Data screen first.' } });
-        set({ error: null });
-        dropUrls();
-        const r = await client().lab.startRun(req, onEvent);
-        if (!r.ok) return set({ error: r.error });
-        // Events may have arrived before the id: they were for no view; the metrics file catches up.
-        set({ view: { ...newView(r.value.run), steps: req.config.steps ?? get().form.steps } });
-        await get().refreshRuns();
-      },
-
-      async pause() {
-        const view = get().view;
-        if (!view) return;
-        const r = await client().lab.pauseRun(view.id);
-        if (!r.ok) return set({ error: r.error });
-        set({ view: { ...view, status: 'paused' } });
-      },
-
-      async resume() {
-        const view = get().view;
-        if (!view) return;
-        set({ error: null });
-        if (view.status === 'paused') {
-          const r = await client().lab.continueRun(view.id);
-          if (!r.ok) return set({ error: r.error });
-          set({ view: { ...view, status: 'running' } });
-          return;
-        }
-        const r = await client().lab.resumeRun(view.id, onEvent);
-        if (!r.ok) return set({ error: r.error });
-        set({ view: { ...get().view!, status: 'running', error: null, startedAt: null } });
-      },
-
-      async cancel() {
-        const view = get().view;
-        if (!view) return;
-        const r = await client().lab.cancelRun(view.id);
-        if (!r.ok) set({ error: r.error });
-      },
-
-      async deleteRun(id) {
-        const r = await client().lab.deleteRun(id);
-        if (!r.ok) return set({ error: r.error });
-        if (get().view?.id === id) {
-          dropUrls();
-          set({ view: null });
-        }
-        await get().refreshRuns();
-      },
-    };
-  });
+      // The next run's settings survive a reload; runs and views come from the lab's storage.
+      { name: 'tpo-lab.train-form', partialize: (s) => ({ form: s.form }) },
+    ),
+  );
 }
 
 export const useTrainStore = createTrainStore(engine);
