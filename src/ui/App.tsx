@@ -3,13 +3,17 @@
 
 import { useState } from 'react';
 import { DataScreen } from './data/DataScreen';
+import { ExportScreen } from './export/ExportScreen';
 import { ModelScreen } from './model/ModelScreen';
+import { SamplesScreen } from './samples/SamplesScreen';
 import { TrainScreen } from './train/TrainScreen';
 
 const SCREENS = [
   { id: 'model', label: 'Model', Screen: ModelScreen },
   { id: 'data', label: 'Data', Screen: DataScreen },
   { id: 'train', label: 'Train', Screen: TrainScreen },
+  { id: 'samples', label: 'Samples', Screen: SamplesScreen },
+  { id: 'export', label: 'Export', Screen: ExportScreen },
 ] as const;
 
 type ScreenId = (typeof SCREENS)[number]['id'];
