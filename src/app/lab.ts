@@ -630,7 +630,8 @@ export class Lab {
     if (this.active.size) {
       throw new InputError('a training run is in progress: sampling beside it would need a second copy of the UNet in GPU memory. Wait until it finishes, or cancel it (it can be resumed).');
     }
-    await model.check({ resolution: Math.max(settings.width, settings.height) });
+    // Configs and weight headers only: sampling takes any multiple of the VAE's factor, not just training sizes.
+    await model.check();
     this.sampler ??= new ModelSampler(model, () => this.platform.gpu());
     const sampler = this.sampler;
     let lora: SampleResult['lora'] = null;

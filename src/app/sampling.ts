@@ -151,6 +151,11 @@ export class ModelSampler {
   ): Promise<SamplePair[]> {
     const t2i = await this.pipeline();
     const { prompts, seeds, settings, loraName } = items;
+    try {
+      validateSampleSettings(settings, t2i); // against this model's VAE factor
+    } catch (e) {
+      throw new InputError((e as Error).message.replace(/^sampling: /, ''));
+    }
     const variants = loraName ? 2 : 1;
     const total = prompts.length * seeds.length * variants * settings.steps;
     let done = 0;
