@@ -222,7 +222,7 @@ describe('the Samples and Export screens', () => {
     // None (this describe run alone): import the discs on the Data screen and train a short run through the engine.
     await tab('Data');
     await page.getByLabel('Dataset name').fill('discs');
-    await page.getByLabel('Images').setInputFiles(discFiles());
+    await page.getByLabel('Images', { exact: true }).setInputFiles(discFiles());
     await page.getByLabel('Counts').filter({ hasText: '4 images' }).waitFor({ timeout: 60_000 });
     const trained = await page.evaluate(async (p) => {
       const load = new Function('path', 'return import(path)') as (path: string) => Promise<unknown>;

@@ -43,8 +43,8 @@ function ExportCard() {
         <p>No run has a LoRA yet: train one on the Train screen.</p>
       ) : (
         <div className="form-grid">
-          <label htmlFor={ids.run}>
-            Run
+          <div className="field">
+            <label htmlFor={ids.run}>Run</label>
             <select id={ids.run} value={form.run} onChange={(e) => void setForm({ run: e.target.value })}>
               {runs.map((r) => (
                 <option key={r.id} value={r.id}>
@@ -52,21 +52,21 @@ function ExportCard() {
                 </option>
               ))}
             </select>
-          </label>
-          <label htmlFor={ids.format}>
-            Format
+          </div>
+          <div className="field">
+            <label htmlFor={ids.format}>Format</label>
             <select id={ids.format} value={form.format} onChange={(e) => void setForm({ format: e.target.value as LoraFormat })}>
               <option value="kohya">kohya (Automatic1111 / ComfyUI)</option>
               <option value="diffusers">diffusers (PEFT)</option>
             </select>
-          </label>
-          <label htmlFor={ids.dtype}>
-            Precision
+          </div>
+          <div className="field">
+            <label htmlFor={ids.dtype}>Precision</label>
             <select id={ids.dtype} value={form.dtype} onChange={(e) => void setForm({ dtype: e.target.value as 'fp16' | 'fp32' })}>
               <option value="fp16">fp16 (half the size; what kohya saves)</option>
               <option value="fp32">fp32 (exact)</option>
             </select>
-          </label>
+          </div>
         </div>
       )}
       <div className="toolbar">

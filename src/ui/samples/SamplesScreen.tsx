@@ -71,8 +71,8 @@ function SampleSettings() {
           Seeds
           <input id={ids.seeds} type="text" inputMode="numeric" value={form.seeds} placeholder="1, 2, 3" onChange={(e) => set({ seeds: e.target.value })} />
         </label>
-        <label htmlFor={ids.run}>
-          Run
+        <div className="field">
+          <label htmlFor={ids.run}>Run</label>
           <select id={ids.run} value={form.run} onChange={(e) => set({ run: e.target.value })}>
             <option value="">none: base model only</option>
             {runs.map((r) => (
@@ -81,7 +81,7 @@ function SampleSettings() {
               </option>
             ))}
           </select>
-        </label>
+        </div>
         <div className="scale-field">
           <label htmlFor={ids.scale}>LoRA scale</label>
           <div className="scale-inputs">
@@ -105,8 +105,8 @@ function SampleSettings() {
       <div className="form-grid">
         <NumberField label="Sampling steps" value={form.steps} min={1} max={1000} onChange={(steps) => set({ steps })} />
         <NumberField label="Guidance" value={form.guidance} min={0} step={0.5} onChange={(guidance) => set({ guidance })} />
-        <label htmlFor={ids.sampler}>
-          Sampler
+        <div className="field">
+          <label htmlFor={ids.sampler}>Sampler</label>
           <select id={ids.sampler} value={form.sampler} onChange={(e) => set({ sampler: e.target.value as SamplerName })}>
             {SAMPLERS.map((s) => (
               <option key={s} value={s}>
@@ -114,7 +114,7 @@ function SampleSettings() {
               </option>
             ))}
           </select>
-        </label>
+        </div>
         <NumberField label="Width (px)" value={form.width} min={8} step={8} onChange={(width) => set({ width })} />
         <NumberField label="Height (px)" value={form.height} min={8} step={8} onChange={(height) => set({ height })} />
       </div>
