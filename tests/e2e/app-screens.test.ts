@@ -279,9 +279,13 @@ describe('the Samples and Export screens', () => {
     await alert.waitFor({ timeout: 60_000 });
     expect(await alert.innerText()).toMatch(/multiple of 8/);
     await page.getByLabel('Width (px)').fill('64');
+    const loraImage = page.getByRole('img', { name: 'a red circle on the left — seed 5, LoRA at 1' });
+    const before = await loraImage.getAttribute('src');
     await page.getByRole('button', { name: 'Generate samples' }).click();
     await alert.waitFor({ state: 'detached' });
-    await page.getByRole('img', { name: 'a red circle on the left — seed 5, LoRA at 1' }).waitFor({ timeout: 300_000 });
+    // Drawn again: new images replace the old ones when the whole request is done.
+    await expect.poll(() => loraImage.getAttribute('src'), { timeout: 300_000, interval: 1000 }).not.toBe(before);
+    expect(await page.getByLabel('Sampling progress').count()).toBe(0);
     await screenshots('samples');
     expect(b.log.filter((l) => !l.includes('favicon')), describeLog(b.log)).toEqual([]);
   }, 900_000);

@@ -42,8 +42,8 @@ function ExportCard() {
       {runs.length === 0 ? (
         <p>No run has a LoRA yet: train one on the Train screen.</p>
       ) : (
-        <div className="form-grid">
-          <div className="field">
+        <div className="form-grid fill-form export-form">
+          <div className="field full">
             <label htmlFor={ids.run}>Run</label>
             <select id={ids.run} value={form.run} onChange={(e) => void setForm({ run: e.target.value })}>
               {runs.map((r) => (

@@ -66,12 +66,8 @@ function SampleSettings() {
         <label htmlFor={ids.prompts}>Prompts</label>
         <textarea id={ids.prompts} rows={3} value={form.prompts} placeholder="one prompt per line" onChange={(e) => set({ prompts: e.target.value })} />
       </div>
-      <div className="form-grid">
-        <label htmlFor={ids.seeds}>
-          Seeds
-          <input id={ids.seeds} type="text" inputMode="numeric" value={form.seeds} placeholder="1, 2, 3" onChange={(e) => set({ seeds: e.target.value })} />
-        </label>
-        <div className="field">
+      <div className="form-grid fill-form">
+        <div className="field wide">
           <label htmlFor={ids.run}>Run</label>
           <select id={ids.run} value={form.run} onChange={(e) => set({ run: e.target.value })}>
             <option value="">none: base model only</option>
@@ -82,7 +78,7 @@ function SampleSettings() {
             ))}
           </select>
         </div>
-        <div className="scale-field">
+        <div className="scale-field wide">
           <label htmlFor={ids.scale}>LoRA scale</label>
           <div className="scale-inputs">
             <input id={ids.scale} type="range" min={0} max={1.5} step={0.05} value={form.loraScale} disabled={!form.run} onChange={(e) => set({ loraScale: Number(e.target.value) })} />
@@ -102,7 +98,11 @@ function SampleSettings() {
           </div>
         </div>
       </div>
-      <div className="form-grid">
+      <div className="form-grid fill-form">
+        <label htmlFor={ids.seeds}>
+          Seeds
+          <input id={ids.seeds} type="text" inputMode="numeric" value={form.seeds} placeholder="1, 2, 3" onChange={(e) => set({ seeds: e.target.value })} />
+        </label>
         <NumberField label="Sampling steps" value={form.steps} min={1} max={1000} onChange={(steps) => set({ steps })} />
         <NumberField label="Guidance" value={form.guidance} min={0} step={0.5} onChange={(guidance) => set({ guidance })} />
         <div className="field">
