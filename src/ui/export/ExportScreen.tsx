@@ -130,12 +130,14 @@ function LoraFacts({ info }: { info: LoraInfo }) {
             {keys.map((k) => {
               const v = info.metadata[k];
               const cut = v.length > SHOWN_CHARS;
+              // kohya writes times as Unix seconds: say when that was, too.
+              const when = /_at$/.test(k) && /^\d+(\.\d+)?$/.test(v) ? ` (${new Date(Number(v) * 1000).toLocaleString()})` : '';
               return (
                 <tr key={k}>
                   <th scope="row">
                     <code>{k}</code>
                   </th>
-                  <td title={cut ? v : undefined}>{cut ? `${v.slice(0, SHOWN_CHARS)}… (${v.length} characters)` : v}</td>
+                  <td title={cut ? v : undefined}>{cut ? `${v.slice(0, SHOWN_CHARS)}… (${v.length} characters)` : `${v}${when}`}</td>
                 </tr>
               );
             })}
