@@ -144,8 +144,10 @@ describe('the Train screen', () => {
   it('trains TDPO with live charts and previews, pauses and resumes, and survives a reload mid-run', async () => {
     // Negatives for the dataset, through the engine as the Pairs screen makes them.
     const made = await page.evaluate(async (paths) => {
-      const { engine } = (await import(paths.engine)) as typeof import('../../src/ui/engine');
-      const { useDataStore } = (await import(paths.data)) as typeof import('../../src/ui/data/store');
+      // import() spelled in a string: Vite's SSR transform rewrites a literal import() in this function into a helper the page lacks.
+      const load = new Function('path', 'return import(path)') as (path: string) => Promise<unknown>;
+      const { engine } = (await load(paths.engine)) as typeof import('../../src/ui/engine');
+      const { useDataStore } = (await load(paths.data)) as typeof import('../../src/ui/data/store');
       const id = useDataStore.getState().current!;
       const r = await engine().lab.makeNegatives('test', id, { principles: ['attribute'], perCaption: 1, rules: true, seed: 3 });
       await useDataStore.getState().select(id);
