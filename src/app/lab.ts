@@ -643,9 +643,9 @@ export class Lab {
         // runLora decoded and checked it already: upload those matrices (the second half of readLora).
         await sampler.useLora(key, async (gpu) => loraFromHost(gpu, run.decoded.lora));
         lora = { name: run.name, step: run.info.step };
-      } else {
-        await sampler.useLora(null, () => Promise.reject(new Error('no LoRA')));
       }
+      // Without a run every image is drawn at scale 0, which switches the UNet's LoRA off: a LoRA kept from an
+      // earlier call stays loaded for the next one.
       const images = await sampler.draw({ prompts, seeds, settings, loraName: lora?.name ?? null }, this.platform.encodePng, onProgress);
       return { images, lora, settings };
     } catch (e) {

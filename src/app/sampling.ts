@@ -122,19 +122,18 @@ export class ModelSampler {
   }
 
   /**
-   * Puts a LoRA on the UNet (loaded by `load` unless the one with this key is on already); null takes it off.
-   * The UNet's multiplier is set per image by TextToImage.sample.
+   * Puts a LoRA on the UNet (loaded by `load` unless the one with this key is on already). The UNet's
+   * multiplier is set per image by TextToImage.sample (0: the LoRA is switched off).
    */
-  async useLora(key: string | null, load: (gpu: Gpu) => Promise<Lora>): Promise<void> {
+  async useLora(key: string, load: (gpu: Gpu) => Promise<Lora>): Promise<void> {
     const t2i = await this.pipeline();
-    if (key !== null && this.lora?.key === key) {
+    if (this.lora?.key === key) {
       t2i.unet.lora = this.lora.lora;
       return;
     }
     this.lora?.lora.release();
     this.lora = null;
     t2i.unet.lora = null;
-    if (key === null) return;
     const lora = await load(t2i.gpu);
     this.lora = { key, lora };
     t2i.unet.lora = lora;

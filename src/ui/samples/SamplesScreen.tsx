@@ -130,7 +130,7 @@ function SampleSettings() {
           {running && (
             <>
               <progress max={status.total || 1} value={status.done} aria-label="Sampling progress" />{' '}
-              {status.total ? `step ${status.done} of ${status.total}` : 'loading the model onto the GPU…'}
+              {status.total ? `step ${status.done} of ${status.total}` : 'starting (the first time, the model is loaded onto the GPU)…'}
             </>
           )}
         </span>
