@@ -108,7 +108,7 @@ describe('the Data screen', () => {
   it('imports four captioned images, edits a caption, removes and restores an item, exports the JSONL', async () => {
     await tab('Data');
     await page.getByLabel('Dataset name').fill('discs');
-    await page.getByLabel('Images').setInputFiles(discFiles());
+    await page.getByLabel('Images', { exact: true }).setInputFiles(discFiles());
     const counts = page.getByLabel('Counts');
     await counts.filter({ hasText: '4 images' }).waitFor({ timeout: 60_000 });
     expect(await counts.innerText()).toMatch(/4 images · 0 negatives .* 4 without negatives/);
