@@ -133,7 +133,7 @@ describe('the Data screen', () => {
     expect(lines.map((l) => l.image)).toEqual(['disc0.png', 'disc1.png', 'disc2.png', 'disc3.png']);
     expect(lines[1].caption).toBe('a blue disc on the left of a white background');
 
-    await page.getByLabel('Dataset', { exact: true }).selectOption({ label: 'discs (4 images)' });
+    await page.getByRole('region', { name: 'Dataset' }).getByLabel('Dataset').selectOption({ label: 'discs (4 images)' });
     await expect.poll(() => page.getByLabel('Caption of disc1.png').inputValue()).toBe('a blue disc on the left of a white background');
     await screenshots('data');
     expect(b.log.filter((l) => !l.includes('favicon')), describeLog(b.log)).toEqual([]);
@@ -158,7 +158,7 @@ describe('the Train screen', () => {
     await tab('Train');
     await page.getByLabel('Method').selectOption('tdpo');
     await page.getByRole('button', { name: 'Quick test' }).click();
-    await page.getByLabel('Steps').fill('4');
+    await page.getByLabel('Steps', { exact: true }).fill('4');
     await page.getByText('All settings').click();
     await page.getByLabel('Resolution (px)').fill('64');
     await page.getByLabel('LoRA rank').fill('2');
