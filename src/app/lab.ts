@@ -15,7 +15,7 @@ import type { DatasetSource } from '../data/source';
 import type { DatasetItem, ImportProblem } from '../data/types';
 import type { PrincipleChoice } from '../data/vocabulary';
 import { type Gpu, GpuDeviceLostError } from '../gpu/gpu';
-import { decodeLora, encodeLora, type LoraFormat } from '../models/lora-io';
+import { type DecodedLora, decodeLora, encodeLora, type LoraFormat, loraFromHost } from '../models/lora-io';
 import { SafetensorsFile, memorySource } from '../models/safetensors';
 import { type MemoryPlan, planMemory, type TrainMethod } from '../models/memory-plan';
 import { unetParams } from '../models/unet';
@@ -29,6 +29,7 @@ import type { ModelHandle } from './model';
 import { type PairsEditorSettings, type PairsEvent, type PairsJobResult, pairsEditor, runPairsJob } from './pairs-job';
 import { readText, type Storage } from './storage';
 import { storageFeatureStore } from './feature-store';
+import { checkSampleRequest, ModelSampler, type SampleRequest, type SampleResult } from './sampling';
 import { parseTrainingData, prepareTrainingFeatures } from './training-data';
 import {
   CHECKPOINT_FOLDER,
@@ -106,6 +107,20 @@ export type LabRunEvent =
   | { type: 'status'; run: string; status: RunInfo['status']; step: number; error?: string; errorKind?: FailureKind }
   | { type: 'device-lost'; run: string; message: string; resumeFrom: number };
 
+/** What an exported LoRA file would carry: its metadata (kohya's ss_* keys, ours), tensors and size. */
+export interface LoraInfo {
+  name: string;
+  step: number;
+  /** Where the weights come from: the finished run's LoRA, or the last checkpoint of an unfinished one. */
+  source: 'final' | 'checkpoint';
+  format: LoraFormat;
+  dtype: 'fp16' | 'fp32';
+  metadata: Record<string, string>;
+  tensors: number;
+  modules: number;
+  bytes: number;
+}
+
 export interface NegativesRequest extends PairsEditorSettings {
   principles: PrincipleChoice[];
   perCaption: number;
@@ -149,6 +164,10 @@ export class Lab {
   private readonly active = new Map<string, ActiveRun>();
   /** Runs that failed in this session, with why (a stopped run's checkpoint is still there). */
   private readonly failed = new Map<string, string>();
+  /** The open model's networks for sampling, kept between sample() calls; null until the first. */
+  private sampler: ModelSampler | null = null;
+  /** sample() calls, one after the other: they share the cached networks and the UNet's LoRA slot. */
+  private sampling: Promise<unknown> = Promise.resolve();
   readonly features: FeatureStore;
 
   constructor(private readonly platform: LabPlatform) {
@@ -162,6 +181,7 @@ export class Lab {
   async openModel(model: ModelHandle): Promise<ModelInfo> {
     const checked = await model.check();
     if (this.active.size) throw new InputError('a training run is in progress; pause or cancel it before changing the model');
+    await this.releaseSampler();
     await this.model?.close();
     this.model = model;
     const u = checked.unet;
@@ -360,6 +380,8 @@ export class Lab {
     if (!(settings.holdout >= 0 && settings.holdout < 1)) throw new InputError('holdout must be from 0 to below 1');
     const data = await this.trainingData(settings.data, config.method, settings.negatives);
     if (splitExamples(data.examples, settings.holdout, config.seed).train.length === 0) throw new InputError('no training examples are left after the held-out split; lower the held-out share');
+    // Training loads its own UNet: the sampling copy would only take GPU memory from it.
+    await this.releaseSampler();
     const id = newId();
     this.launch(id, { config, settings, data }, onEvent);
     return id;
@@ -376,6 +398,7 @@ export class Lab {
     const config = { ...saved.saved.config, steps: steps ?? saved.saved.config.steps };
     if (config.steps <= saved.saved.state.step) throw new InputError(`run ${id} is at step ${saved.saved.state.step} of ${saved.saved.config.steps}: nothing to resume (ask for more steps)`);
     const data = await this.trainingData(saved.settings.data, config.method, saved.settings.negatives);
+    await this.releaseSampler();
     this.failed.delete(id);
     this.launch(id, { config, settings: saved.settings, data, resume: saved }, onEvent);
   }
@@ -543,22 +566,100 @@ export class Lab {
   }
 
   /**
-   * The run's LoRA as a file for Automatic1111 / ComfyUI (kohya) or diffusers: the final one, or the last
-   * checkpoint's while the run is unfinished. Checked against the open model's UNet when one is open.
+   * The run's LoRA as stored (the final one, or the last checkpoint's while the run is unfinished), decoded
+   * and checked against the open model's UNet: what exporting and sampling start from.
    */
-  async exportLora(id: string, options: { format?: LoraFormat; dtype?: 'fp16' | 'fp32' } = {}): Promise<{ bytes: Uint8Array; name: string; step: number }> {
+  private async runLora(id: string): Promise<{ decoded: DecodedLora; source: 'final' | 'checkpoint'; info: RunInfo; name: string }> {
     const storage = this.runFolder(id);
     const info = await this.runInfo(id);
-    const bytes = (await storage.read(LORA_FILE)) ?? (await storage.read(`${CHECKPOINT_FOLDER}/${LORA_FILE}`));
+    const final = await storage.read(LORA_FILE);
+    const bytes = final ?? (await storage.read(`${CHECKPOINT_FOLDER}/${LORA_FILE}`));
     if (!bytes) throw new InputError(`run ${id} has no LoRA yet: it has not reached its first checkpoint`);
-    const format = options.format ?? 'kohya';
-    const saved = await readSavedRun(storage).catch(() => null);
-    const dtype = options.dtype ?? saved?.settings.dtype ?? 'fp16';
+    if (!this.model) throw new InputError('open the model the run was trained on first: the LoRA is checked against its UNet before it is used');
     const file = await SafetensorsFile.open(memorySource(bytes, `run ${id}/${LORA_FILE}`));
-    if (!this.model) throw new InputError('open the model the run was trained on first: the LoRA is checked against its UNet before it is exported');
     const decoded = await decodeLora(file, unetParams((await this.model.check()).unet));
-    const out = encodeLora(decoded.lora, { format, dtype, metadata: decoded.metadata });
-    return { bytes: out, name: `tpo-${info.method}-${id}-step${info.step}.safetensors`, step: info.step };
+    return { decoded, source: final ? 'final' : 'checkpoint', info, name: `tpo-${info.method}-${id}-step${info.step}` };
+  }
+
+  /** The exported file's bytes and what it carries. */
+  private async encodeRunLora(id: string, options: { format?: LoraFormat; dtype?: 'fp16' | 'fp32' }): Promise<{ bytes: Uint8Array; info: LoraInfo }> {
+    const { decoded, source, info, name } = await this.runLora(id);
+    const format = options.format ?? 'kohya';
+    const saved = await readSavedRun(this.runFolder(id)).catch(() => null);
+    const dtype = options.dtype ?? saved?.settings.dtype ?? 'fp16';
+    const bytes = encodeLora(decoded.lora, { format, dtype, metadata: decoded.metadata });
+    // Read back from the bytes themselves, so what is shown is exactly what the file holds.
+    const written = await SafetensorsFile.open(memorySource(bytes, `${name}.safetensors`));
+    return {
+      bytes,
+      info: { name: `${name}.safetensors`, step: info.step, source, format, dtype, metadata: { ...written.metadata }, tensors: written.names.length, modules: decoded.lora.size, bytes: bytes.byteLength },
+    };
+  }
+
+  /**
+   * The run's LoRA as a file for Automatic1111 / ComfyUI (kohya) or diffusers: the final one, or the last
+   * checkpoint's while the run is unfinished. Checked against the open model's UNet.
+   */
+  async exportLora(id: string, options: { format?: LoraFormat; dtype?: 'fp16' | 'fp32' } = {}): Promise<{ bytes: Uint8Array; name: string; step: number }> {
+    const { bytes, info } = await this.encodeRunLora(id, options);
+    return { bytes, name: info.name, step: info.step };
+  }
+
+  /** What exportLora would write with these options: the file's metadata, tensor count and size. */
+  async loraInfo(id: string, options: { format?: LoraFormat; dtype?: 'fp16' | 'fp32' } = {}): Promise<LoraInfo> {
+    return (await this.encodeRunLora(id, options)).info;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Sampling
+
+  /**
+   * Draws each prompt with each seed on the open model and, when `run` is given, again with that run's LoRA
+   * (final, or its last checkpoint's) at `loraScale`: PNGs with their parameters. The networks stay on the
+   * GPU for the next call; the LoRA too while the run's file is unchanged.
+   */
+  sample(request: SampleRequest, onProgress?: (done: number, total: number) => void): Promise<SampleResult> {
+    const next = this.sampling.catch(() => undefined).then(() => this.sampleNow(request, onProgress));
+    this.sampling = next;
+    return next;
+  }
+
+  private async sampleNow(request: SampleRequest, onProgress?: (done: number, total: number) => void): Promise<SampleResult> {
+    const model = this.requireModel();
+    const { prompts, seeds, settings } = checkSampleRequest(request);
+    if (this.active.size) {
+      throw new InputError('a training run is in progress: sampling beside it would need a second copy of the UNet in GPU memory. Wait until it finishes, or cancel it (it can be resumed).');
+    }
+    // Configs and weight headers only: sampling takes any multiple of the VAE's factor, not just training sizes.
+    await model.check();
+    this.sampler ??= new ModelSampler(model, () => this.platform.gpu());
+    const sampler = this.sampler;
+    let lora: SampleResult['lora'] = null;
+    try {
+      if (request.run) {
+        const run = await this.runLora(checkId(request.run, 'run'));
+        // Keyed by the file's identity (run, source, step): a run that trained on since is loaded again.
+        const key = `${request.run}/${run.source}/${run.info.step}`;
+        // runLora decoded and checked it already: upload those matrices (the second half of readLora).
+        await sampler.useLora(key, async (gpu) => loraFromHost(gpu, run.decoded.lora));
+        lora = { name: run.name, step: run.info.step };
+      }
+      // Without a run every image is drawn at scale 0, which switches the UNet's LoRA off: a LoRA kept from an
+      // earlier call stays loaded for the next one.
+      const images = await sampler.draw({ prompts, seeds, settings, loraName: lora?.name ?? null }, this.platform.encodePng, onProgress);
+      return { images, lora, settings };
+    } catch (e) {
+      // A lost device leaves nothing usable: load everything afresh next time.
+      if (e instanceof GpuDeviceLostError) await this.releaseSampler(false);
+      throw e;
+    }
+  }
+
+  /** Lets go of the sampling networks (after the sample call in flight, unless called from within one). */
+  private async releaseSampler(waitForSampling = true): Promise<void> {
+    if (waitForSampling) await this.sampling.catch(() => undefined);
+    this.sampler?.release();
+    this.sampler = null;
   }
 }
 

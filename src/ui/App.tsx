@@ -4,8 +4,10 @@
 import { useEffect, useState } from 'react';
 import { useDataStore } from './data/store';
 import { DataScreen } from './data/DataScreen';
+import { ExportScreen } from './export/ExportScreen';
 import { ModelScreen } from './model/ModelScreen';
 import { PairsScreen } from './pairs/PairsScreen';
+import { SamplesScreen } from './samples/SamplesScreen';
 import { ScoresScreen } from './scores/ScoresScreen';
 import { TrainScreen } from './train/TrainScreen';
 
@@ -15,6 +17,8 @@ const SCREENS = [
   { id: 'pairs', label: 'Pairs', Screen: PairsScreen },
   { id: 'train', label: 'Train', Screen: TrainScreen },
   { id: 'scores', label: 'Scores', Screen: ScoresScreen },
+  { id: 'samples', label: 'Samples', Screen: SamplesScreen },
+  { id: 'export', label: 'Export', Screen: ExportScreen },
 ] as const;
 
 type ScreenId = (typeof SCREENS)[number]['id'];

@@ -1,7 +1,8 @@
 // The contract between the page and the engine worker. Only plain, structured-cloneable data crosses it:
 // no GPU objects, no class instances, no thrown errors. Every call resolves; failures come back as values.
 
-import type { DatasetImport, DatasetInfo, LabRunEvent, ModelInfo, NegativesRequest, RunInfo, RunRequest } from '../app/lab';
+import type { DatasetImport, DatasetInfo, LabRunEvent, LoraInfo, ModelInfo, NegativesRequest, RunInfo, RunRequest } from '../app/lab';
+import type { SamplePair, SampleRequest, SampleResult } from '../app/sampling';
 import type { PairsEvent, PairsJobResult } from '../app/pairs-job';
 import type { DatasetItem } from '../data/types';
 import type { ImportOptions } from '../data/import';
@@ -10,7 +11,7 @@ import type { LoraFormat } from '../models/lora-io';
 import type { MemoryPlan } from '../models/memory-plan';
 import type { TrainConfig } from '../tpo/trainer';
 
-export type { AdapterReport, DatasetImport, DatasetInfo, LabRunEvent, ModelInfo, NegativesRequest, PairsEvent, RunInfo, RunRequest };
+export type { AdapterReport, DatasetImport, DatasetInfo, LabRunEvent, LoraInfo, ModelInfo, NegativesRequest, PairsEvent, RunInfo, RunRequest, SamplePair, SampleRequest, SampleResult };
 
 /**
  * Why a call could not do its work:
@@ -179,6 +180,13 @@ export interface EngineApi {
   /** A file of the run: a preview PNG (transferred), index.json. */
   runFile(run: string, path: string): Promise<Result<Uint8Array | null>>;
   exportLora(run: string, options: { format?: LoraFormat; dtype?: 'fp16' | 'fp32' }): Promise<Result<ExportedLora>>;
+  /** What exportLora would write with these options: metadata (kohya's ss_* keys), tensor count, size. */
+  loraInfo(run: string, options: { format?: LoraFormat; dtype?: 'fp16' | 'fp32' }): Promise<Result<LoraInfo>>;
+  /**
+   * Draws each prompt with each seed on the open model, and with a run's LoRA beside it: PNGs with their
+   * parameters (transferred). The networks stay loaded for the next call; `onProgress` counts UNet steps.
+   */
+  sample(request: SampleRequest, onProgress?: ProgressCallback): Promise<Result<SampleResult>>;
 
   storage(): Promise<Result<StorageReport>>;
   /**

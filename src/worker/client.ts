@@ -50,6 +50,8 @@ const LAB_METHODS = {
   previews: true,
   runFile: true,
   exportLora: true,
+  loraInfo: true,
+  sample: true,
   storage: true,
   simulateDeviceLoss: true,
 } satisfies Record<LabMethod, true>;

@@ -330,6 +330,14 @@ const api: EngineApi = {
   previews: (run) => attempt('previews', async () => (await lab()).previews(run)),
   runFile: (run, path) => attempt('runFile', async () => (await lab()).runFile(run, path), (bytes) => [bytes?.buffer]),
   exportLora: (run, options) => attempt('exportLora', async () => (await lab()).exportLora(run, options), (out) => [out.bytes.buffer]),
+  loraInfo: (run, options) => attempt('loraInfo', async () => (await lab()).loraInfo(run, options)),
+  sample: (request, onProgress) =>
+    attempt(
+      'sample',
+      async () => (await lab()).sample(request, (done, total) => notify(onProgress, done, total)),
+      // Each buffer once: a transfer list naming one twice fails the whole message.
+      (out) => [...new Set(out.images.flatMap((i) => [i.base.buffer, i.lora?.buffer]))],
+    ),
 
   storage: () =>
     attempt('storage', async () => ({

@@ -9,6 +9,12 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readPngText } from '../../src/data/png-text';
+import { decodeLora } from '../../src/models/lora-io';
+import { dirModelFiles } from '../../src/models/model-files-node';
+import { memorySource, SafetensorsFile } from '../../src/models/safetensors';
+import { unetParams, type UNetConfig } from '../../src/models/unet';
+import { readConfig } from '../../src/models/weights';
 import { type BrowserSession, describeLog, openBrowser, ROOT } from '../helpers/browser';
 import { GOLDENS } from '../helpers/goldens';
 import { discPng } from '../helpers/train-data';
@@ -381,4 +387,123 @@ describe('the Scores screen', () => {
     await page.getByRole('region', { name: /^Scores: Step 4, held-out pairs/ }).waitFor();
     expect(unexpectedLog(), describeLog(b.log)).toEqual([]);
   }, 120_000);
+});
+
+describe('the Samples and Export screens', () => {
+  /** The tiny model open and a finished run to draw and export: what the tests above leave, made here when run alone. */
+  async function prepare(): Promise<string> {
+    await tab('Model');
+    if ((await page.getByRole('definition').filter({ hasText: 'tiny-sd15' }).count()) === 0) {
+      await page.getByLabel('Model folder').setInputFiles(TINY);
+      await page.getByRole('definition').filter({ hasText: 'tiny-sd15' }).waitFor({ timeout: 60_000 });
+    }
+    const paths = { engine: '/src/ui/engine.ts', data: '/src/ui/data/store.ts' };
+    const doneRun = () =>
+      page.evaluate(async (p) => {
+        // import() spelled in a string: Vite's SSR transform rewrites a literal import() in this function into a helper the page lacks.
+        const load = new Function('path', 'return import(path)') as (path: string) => Promise<unknown>;
+        const { engine } = (await load(p.engine)) as typeof import('../../src/ui/engine');
+        const r = await engine().lab.listRuns();
+        if (!r.ok) return `listRuns: ${r.error.message}`;
+        return r.value.filter((x) => x.status === 'done').sort((a, b) => b.startedAt - a.startedAt)[0]?.id ?? null;
+      }, paths);
+    const found = await doneRun();
+    if (found) return found;
+    // None (this describe run alone): import the discs on the Data screen and train a short run through the engine.
+    await tab('Data');
+    await page.getByLabel('Dataset name').fill('discs');
+    await page.getByLabel('Images', { exact: true }).setInputFiles(discFiles());
+    await page.getByLabel('Counts').filter({ hasText: '4 images' }).waitFor({ timeout: 60_000 });
+    const trained = await page.evaluate(async (p) => {
+      const load = new Function('path', 'return import(path)') as (path: string) => Promise<unknown>;
+      const { engine } = (await load(p.engine)) as typeof import('../../src/ui/engine');
+      const { useDataStore } = (await load(p.data)) as typeof import('../../src/ui/data/store');
+      const dataset = useDataStore.getState().current!;
+      const made = await engine().lab.makeNegatives('test', dataset, { principles: ['attribute'], perCaption: 1, rules: true, seed: 3 });
+      if (!made.ok) return `makeNegatives: ${made.error.message}`;
+      let finish: (status: string) => void = () => {};
+      const ended = new Promise<string>((r) => (finish = r));
+      const started = await engine().lab.startRun(
+        { dataset, config: { method: 'tdpo', steps: 2, resolution: 64, rank: 2, lr: 1e-3, batchSize: 2, seed: 7 }, settings: { holdout: 0.25, checkpointEvery: 1, scoreDraws: 1 } },
+        (e) => {
+          if (e.type === 'status' && e.status !== 'running') finish(e.error ? `${e.status}: ${e.error}` : e.status);
+        },
+      );
+      if (!started.ok) return `startRun: ${started.error.message}`;
+      return await ended;
+    }, paths);
+    expect(trained).toBe('done');
+    const run = await doneRun();
+    expect(run).toMatch(/^\d{8}-/);
+    return run!;
+  }
+
+  let run = '';
+
+  it('draws a prompt with the base model and with the LoRA side by side, and saves an image with its parameters', async () => {
+    run = await prepare();
+    await tab('Samples');
+    await page.getByLabel('Prompts').fill('a red circle on the left');
+    await page.getByLabel('Seeds').fill('5');
+    await page.getByLabel('Run', { exact: true }).selectOption(run);
+    await page.getByLabel('LoRA scale value').fill('1');
+    await page.getByLabel('Sampling steps').fill('2');
+    await page.getByLabel('Width (px)').fill('64');
+    await page.getByLabel('Height (px)').fill('64');
+    await page.getByRole('button', { name: 'Generate samples' }).click();
+    await page.getByRole('img', { name: 'a red circle on the left — seed 5, LoRA at 1' }).waitFor({ timeout: 300_000 });
+    expect(await page.getByRole('img', { name: 'a red circle on the left — seed 5, base model' }).count()).toBe(1);
+
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: /^Save image: LoRA at 1, seed 5/ }).click()]);
+    expect(download.suggestedFilename()).toBe('a-red-circle-on-the-left-5-lora.png');
+    const saved = path.join(tmp, 'sample.png');
+    await download.saveAs(saved);
+    const text = readPngText(new Uint8Array(readFileSync(saved)));
+    expect(text.parameters).toMatch(/^a red circle on the left <lora:tpo-tdpo-.*:1>\n.*Steps: 2, .*Seed: 5, Size: 64x64/);
+    expect(JSON.parse(text['tpo-lab'])).toMatchObject({ prompt: 'a red circle on the left', seed: 5, loraScale: 1 });
+
+    // A wrong size is refused with what to change.
+    await page.getByLabel('Width (px)').fill('60');
+    await page.getByRole('button', { name: 'Generate samples' }).click();
+    const alert = page.getByRole('alert').filter({ hasText: 'width 60' });
+    await alert.waitFor({ timeout: 60_000 });
+    expect(await alert.innerText()).toMatch(/multiple of 8/);
+    await page.getByLabel('Width (px)').fill('64');
+    const loraImage = page.getByRole('img', { name: 'a red circle on the left — seed 5, LoRA at 1' });
+    const before = await loraImage.getAttribute('src');
+    await page.getByRole('button', { name: 'Generate samples' }).click();
+    await alert.waitFor({ state: 'detached' });
+    // Drawn again: new images replace the old ones when the whole request is done.
+    await expect.poll(() => loraImage.getAttribute('src'), { timeout: 300_000, interval: 1000 }).not.toBe(before);
+    expect(await page.getByLabel('Sampling progress').count()).toBe(0);
+    await screenshots('samples');
+    expect(unexpectedLog(), describeLog(b.log)).toEqual([]);
+  }, 900_000);
+
+  it('shows the metadata of the file and exports a kohya fp32 LoRA that the Node reader accepts', async () => {
+    run ||= await prepare();
+    await tab('Export');
+    await page.getByLabel('Run', { exact: true }).selectOption(run);
+    await page.getByLabel('Format').selectOption('kohya');
+    await page.getByLabel('Precision').selectOption('fp32');
+    const table = page.getByRole('table');
+    await table.getByRole('rowheader', { name: 'ss_network_dim' }).waitFor({ timeout: 60_000 });
+    expect(await table.getByRole('row').filter({ hasText: 'ss_network_dim' }).innerText()).toMatch(/ss_network_dim\s+2/);
+    expect(await page.getByLabel('File', { exact: true }).innerText()).toMatch(/fp32/);
+
+    const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: 'Export LoRA' }).click()]);
+    expect(download.suggestedFilename()).toMatch(new RegExp(`^tpo-tdpo-${run}-step\\d+\\.safetensors$`));
+    const saved = path.join(tmp, 'lora.safetensors');
+    await download.saveAs(saved);
+    const params = unetParams(await readConfig<UNetConfig>(dirModelFiles(TINY), 'unet'));
+    const file = await SafetensorsFile.open(memorySource(new Uint8Array(readFileSync(saved))));
+    const decoded = await decodeLora(file, params);
+    expect(decoded.format).toBe('kohya');
+    expect(decoded.lora.size).toBeGreaterThan(0);
+    expect(file.metadata.ss_network_dim).toBe('2');
+    expect([...decoded.lora.values()].every((m) => m.rank === 2)).toBe(true);
+    await page.getByRole('status').filter({ hasText: 'Downloaded' }).waitFor();
+    await screenshots('export');
+    expect(unexpectedLog(), describeLog(b.log)).toEqual([]);
+  }, 900_000);
 });

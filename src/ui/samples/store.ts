@@ -1,0 +1,142 @@
+// The Samples screen's state: what to draw (prompts, seeds, sampler settings), with which run's LoRA at
+// which scale, and the images of the last request: the base model beside the LoRA for each prompt and seed,
+// as object URLs for showing and the PNG bytes (with their parameters) for saving.
+
+import { create } from 'zustand';
+import { DEFAULT_SAMPLE_SETTINGS } from '../../diffusion/pipeline';
+import type { SamplerName } from '../../diffusion/samplers';
+import type { EngineError, RunInfo } from '../../worker/api';
+import type { EngineClient } from '../../worker/client';
+import { engine } from '../engine';
+
+export interface SamplesForm {
+  /** One prompt per line. */
+  prompts: string;
+  /** Whole numbers separated by commas or spaces. */
+  seeds: string;
+  /** A run id, or '' for the base model alone. */
+  run: string;
+  loraScale: number;
+  steps: number;
+  guidance: number;
+  sampler: SamplerName;
+  width: number;
+  height: number;
+  negativePrompt: string;
+}
+
+export interface SampleView {
+  prompt: string;
+  seed: number;
+  base: { url: string; bytes: Uint8Array };
+  lora: { url: string; bytes: Uint8Array } | null;
+}
+
+export interface SamplesStore {
+  form: SamplesForm;
+  /** Runs with a LoRA to draw with: finished, or stopped with a checkpoint. */
+  runs: RunInfo[];
+  status: { state: 'idle' } | { state: 'running'; done: number; total: number };
+  images: SampleView[];
+  /** The LoRA the images were drawn with (name and step), and at which scale. */
+  drawnWith: { name: string; step: number; scale: number } | null;
+  error: EngineError | null;
+  setForm(patch: Partial<SamplesForm>): void;
+  refreshRuns(): Promise<void>;
+  generate(): Promise<void>;
+}
+
+export const DEFAULT_SAMPLES_FORM: SamplesForm = {
+  prompts: '',
+  seeds: '1',
+  run: '',
+  loraScale: 1,
+  steps: DEFAULT_SAMPLE_SETTINGS.steps,
+  guidance: DEFAULT_SAMPLE_SETTINGS.guidance,
+  sampler: DEFAULT_SAMPLE_SETTINGS.sampler,
+  width: 512,
+  height: 512,
+  negativePrompt: '',
+};
+
+/** The seeds typed in, or what is wrong with them. */
+export function parseSeeds(text: string): number[] | string {
+  const parts = text.split(/[\s,]+/).filter((p) => p !== '');
+  if (parts.length === 0) return 'give at least one seed';
+  const seeds: number[] = [];
+  for (const p of parts) {
+    const n = Number(p);
+    if (!/^\d+$/.test(p) || n > 0xffffffff) return `seed ${JSON.stringify(p)} is not a whole number from 0 to 4294967295`;
+    seeds.push(n);
+  }
+  return seeds;
+}
+
+export function createSamplesStore(client: () => EngineClient) {
+  return create<SamplesStore>()((set, get) => ({
+    form: DEFAULT_SAMPLES_FORM,
+    runs: [],
+    status: { state: 'idle' },
+    images: [],
+    drawnWith: null,
+    error: null,
+
+    setForm(patch) {
+      set({ form: { ...get().form, ...patch } });
+    },
+
+    async refreshRuns() {
+      const r = await client().lab.listRuns();
+      if (!r.ok) {
+        set({ error: r.error });
+        return;
+      }
+      const runs = r.value.filter((x) => x.status === 'done' || x.status === 'stopped').sort((a, b) => b.startedAt - a.startedAt || (a.id < b.id ? 1 : -1));
+      const { form } = get();
+      // The newest usable run by default; a run that went away is forgotten.
+      const run = form.run && runs.some((x) => x.id === form.run) ? form.run : (runs[0]?.id ?? '');
+      set({ runs, form: { ...form, run } });
+    },
+
+    async generate() {
+      const { form } = get();
+      const seeds = parseSeeds(form.seeds);
+      if (typeof seeds === 'string') {
+        set({ error: { kind: 'input', message: `Seeds: ${seeds}.` } });
+        return;
+      }
+      set({ status: { state: 'running', done: 0, total: 0 }, error: null });
+      const r = await client().lab.sample(
+        {
+          prompts: form.prompts.split('\n'),
+          seeds,
+          run: form.run || undefined,
+          loraScale: form.loraScale,
+          steps: form.steps,
+          guidance: form.guidance,
+          sampler: form.sampler,
+          width: form.width,
+          height: form.height,
+          negativePrompt: form.negativePrompt,
+        },
+        (done, total) => set({ status: { state: 'running', done, total } }),
+      );
+      if (!r.ok) {
+        set({ status: { state: 'idle' }, error: r.error });
+        return;
+      }
+      for (const old of get().images) {
+        URL.revokeObjectURL(old.base.url);
+        if (old.lora) URL.revokeObjectURL(old.lora.url);
+      }
+      const view = (bytes: Uint8Array) => ({ bytes, url: URL.createObjectURL(new Blob([bytes as Uint8Array<ArrayBuffer>], { type: 'image/png' })) });
+      set({
+        status: { state: 'idle' },
+        images: r.value.images.map((i) => ({ prompt: i.prompt, seed: i.seed, base: view(i.base), lora: i.lora ? view(i.lora) : null })),
+        drawnWith: r.value.lora ? { ...r.value.lora, scale: r.value.settings.loraScale } : null,
+      });
+    },
+  }));
+}
+
+export const useSamplesStore = createSamplesStore(engine);
