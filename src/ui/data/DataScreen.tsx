@@ -10,6 +10,7 @@ import type { DatasetItem } from '../../data/types';
 import { formatCount } from '../format';
 import { useDataStore } from './store';
 import { useThumbnail } from './thumbnails';
+import { ErrorNotice } from '../ErrorNotice';
 
 export function DataScreen() {
   const refresh = useDataStore((s) => s.refresh);
@@ -140,11 +141,7 @@ function DatasetCard() {
           )}
         </div>
       )}
-      {error && (
-        <div className="notice notice-error" role="alert">
-          <p>{error.message}</p>
-        </div>
-      )}
+      <ErrorNotice error={error} />
       {undo && (
         <div className="notice undo" role="status">
           <span>{undo.label}.</span>{' '}

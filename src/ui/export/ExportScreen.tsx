@@ -8,6 +8,8 @@ import type { LoraInfo } from '../../worker/api';
 import { formatBytes } from '../format';
 import { useModelStore } from '../model/store';
 import { useExportStore } from './store';
+import { ErrorNotice } from '../ErrorNotice';
+import { runLabel } from '../runs';
 
 /** Values longer than this are cut in the table (hashes, tag frequencies); the full text is in the tooltip. */
 const SHOWN_CHARS = 120;
@@ -48,7 +50,7 @@ function ExportCard() {
             <select id={ids.run} value={form.run} onChange={(e) => void setForm({ run: e.target.value })}>
               {runs.map((r) => (
                 <option key={r.id} value={r.id}>
-                  {r.id} · {r.method} · {r.status === 'done' ? `done, ${r.step} steps` : `checkpoint at step ${r.step} of ${r.steps}`}
+                  {runLabel(r)}
                 </option>
               ))}
             </select>
@@ -79,11 +81,7 @@ function ExportCard() {
           {saved && `Downloaded ${saved.name} (${formatBytes(saved.bytes)}).`}
         </span>
       </div>
-      {error && (
-        <div className="notice notice-error" role="alert">
-          <p>{error.message}</p>
-        </div>
-      )}
+      <ErrorNotice error={error} />
       {info.state === 'ready' && <LoraFacts info={info.info} />}
     </section>
   );

@@ -7,6 +7,7 @@ import type { EngineError, LoraInfo, RunInfo } from '../../worker/api';
 import type { EngineClient } from '../../worker/client';
 import { downloadBytes } from '../download';
 import { engine } from '../engine';
+import { keptRun, usableRuns } from '../runs';
 
 export interface ExportForm {
   run: string;
@@ -44,15 +45,13 @@ export function createExportStore(client: () => EngineClient) {
     },
 
     async refreshRuns() {
-      const r = await client().lab.listRuns();
-      if (!r.ok) {
+      const r = await usableRuns(client());
+      if ('error' in r) {
         set({ error: r.error });
         return;
       }
-      const runs = r.value.filter((x) => x.status === 'done' || x.status === 'stopped').sort((a, b) => b.startedAt - a.startedAt || (a.id < b.id ? 1 : -1));
       const { form } = get();
-      const run = form.run && runs.some((x) => x.id === form.run) ? form.run : (runs[0]?.id ?? '');
-      set({ runs, form: { ...form, run } });
+      set({ runs: r.runs, form: { ...form, run: keptRun(r.runs, form.run) } });
       await get().loadInfo();
     },
 

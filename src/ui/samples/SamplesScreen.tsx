@@ -7,6 +7,8 @@ import { SAMPLER_LABELS, SAMPLERS, type SamplerName } from '../../diffusion/samp
 import { downloadBytes, slug } from '../download';
 import { useModelStore } from '../model/store';
 import { type SampleView, type SamplesForm, useSamplesStore } from './store';
+import { ErrorNotice } from '../ErrorNotice';
+import { runLabel } from '../runs';
 
 export function SamplesScreen() {
   const refreshRuns = useSamplesStore((s) => s.refreshRuns);
@@ -73,7 +75,7 @@ function SampleSettings() {
             <option value="">none: base model only</option>
             {runs.map((r) => (
               <option key={r.id} value={r.id}>
-                {r.id} · {r.method} · {r.status === 'done' ? `done, ${r.step} steps` : `checkpoint at step ${r.step} of ${r.steps}`}
+                {runLabel(r)}
               </option>
             ))}
           </select>
@@ -135,11 +137,7 @@ function SampleSettings() {
           )}
         </span>
       </div>
-      {error && (
-        <div className="notice notice-error" role="alert">
-          <p>{error.message}</p>
-        </div>
-      )}
+      <ErrorNotice error={error} />
     </section>
   );
 }

@@ -8,6 +8,7 @@ import type { SamplerName } from '../../diffusion/samplers';
 import type { EngineError, RunInfo } from '../../worker/api';
 import type { EngineClient } from '../../worker/client';
 import { engine } from '../engine';
+import { keptRun, usableRuns } from '../runs';
 
 export interface SamplesForm {
   /** One prompt per line. */
@@ -86,16 +87,13 @@ export function createSamplesStore(client: () => EngineClient) {
     },
 
     async refreshRuns() {
-      const r = await client().lab.listRuns();
-      if (!r.ok) {
+      const r = await usableRuns(client());
+      if ('error' in r) {
         set({ error: r.error });
         return;
       }
-      const runs = r.value.filter((x) => x.status === 'done' || x.status === 'stopped').sort((a, b) => b.startedAt - a.startedAt || (a.id < b.id ? 1 : -1));
       const { form } = get();
-      // The newest usable run by default; a run that went away is forgotten.
-      const run = form.run && runs.some((x) => x.id === form.run) ? form.run : (runs[0]?.id ?? '');
-      set({ runs, form: { ...form, run } });
+      set({ runs: r.runs, form: { ...form, run: keptRun(r.runs, form.run) } });
     },
 
     async generate() {

@@ -8,6 +8,7 @@ import { useThumbnail } from '../data/thumbnails';
 import { useTrainStore } from '../train/store';
 import { MarginHistogram, RewardScatter } from './plots';
 import { type PairScore, type ScoreChoice, type ScoreSet, type Split, useScoresStore } from './store';
+import { ErrorNotice } from '../ErrorNotice';
 
 const choiceKey = (c: ScoreChoice | null) => (c === null ? '' : c.kind === 'base' ? 'base' : `step-${c.step}`);
 const parseChoice = (key: string): ScoreChoice | null => (key === 'base' ? { kind: 'base' } : key.startsWith('step-') ? { kind: 'step', step: Number(key.slice(5)) } : null);
@@ -92,11 +93,7 @@ export function ScoresScreen() {
           {loading && <p className="muted">Reading the scores…</p>}
           {run && !loading && !steps.length && !error && <p className="muted">This run has no scores yet: they are written at its end, or every few steps if set.</p>}
         </div>
-        {error && (
-          <div className="notice notice-error" role="alert">
-            <p>{error.message}</p>
-          </div>
-        )}
+        <ErrorNotice error={error} />
       </section>
       {shown && (
         <div className={compared ? 'side-by-side' : ''}>

@@ -7,6 +7,7 @@ import { useDataStore } from '../data/store';
 import { useModelStore } from '../model/store';
 import { Chart } from './Chart';
 import { type PresetName, type RunView, type TrainForm, type TrainMethod, formFor, useTrainStore } from './store';
+import { ErrorNotice } from '../ErrorNotice';
 
 interface Field {
   key: keyof TrainForm;
@@ -129,11 +130,7 @@ function SettingsCard() {
           Start training
         </button>
       </div>
-      {error && (
-        <div className="notice notice-error" role="alert">
-          <p>{error.message}</p>
-        </div>
-      )}
+      <ErrorNotice error={error} />
     </section>
   );
 }
@@ -216,11 +213,7 @@ function RunCard() {
         <progress max={view.steps || 1} value={view.step} aria-label="Training progress" /> Step {view.step} of {view.steps} · {view.status}
         {eta(view) && ` · ${eta(view)}`}
       </p>
-      {view.error && (
-        <div className="notice notice-error" role="alert">
-          <p>{view.error.message}</p>
-        </div>
-      )}
+      <ErrorNotice error={view.error} />
       <div className="charts">
         <Chart title="Loss" steps={m.step} values={m.loss} format={fmt.loss} />
         <Chart title="Implicit accuracy" steps={m.step} values={m.accuracy} format={fmt.accuracy} range={UNIT_RANGE} />
