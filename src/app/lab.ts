@@ -27,6 +27,7 @@ import { DEFAULT_SCORE_DRAWS } from '../tpo/scores';
 import { type FailureKind, failureKind, InputError } from './errors';
 import type { ModelHandle } from './model';
 import { type PairsEditorSettings, type PairsEvent, type PairsJobResult, pairsEditor, runPairsJob } from './pairs-job';
+import { exportProject, readProject, writeProject } from './project';
 import { readText, type Storage } from './storage';
 import { storageFeatureStore } from './feature-store';
 import { checkSampleRequest, ModelSampler, type SampleRequest, type SampleResult } from './sampling';
@@ -258,6 +259,49 @@ export class Lab {
       await this.platform.root.remove(`${DATASETS}/${id}`);
       throw e;
     }
+  }
+
+  /**
+   * The dataset and every run trained on it as one zip file (see project.ts), to move or back up a project.
+   * Runs still training are refused: their files change while they are read.
+   */
+  async exportProject(id: string): Promise<{ bytes: Uint8Array; name: string }> {
+    const text = await readText(this.datasetFolder(id), DATASET_FILE);
+    if (!text) throw new InputError(`there is no dataset ${id}`);
+    const info = JSON.parse(text) as { name: string; createdAt: string };
+    const runPaths: Record<string, string> = {};
+    for (const run of await this.platform.root.list(RUNS)) {
+      const settings = await readText(this.runFolder(run), RUN_SETTINGS_FILE);
+      if (!settings || (JSON.parse(settings) as { data?: string }).data !== id) continue;
+      if (this.active.has(run)) throw new InputError(`run ${run} of this dataset is training: pause it is not enough, cancel it (it keeps its checkpoint) or let it finish, then export`);
+      runPaths[run] = `${RUNS}/${run}`;
+    }
+    const bytes = await exportProject(this.platform.root, `${DATASETS}/${id}`, info, runPaths);
+    const slug = info.name.replace(/[^\p{L}\p{N}]+/gu, '-').replace(/^-|-$/g, '').slice(0, 60) || 'project';
+    return { bytes, name: `${slug}.tpo-lab.zip` };
+  }
+
+  /** Imports a project file as a new dataset with its runs (new ids); nothing is kept when it fails. */
+  async importProject(bytes: Uint8Array, name?: string): Promise<{ dataset: DatasetInfo; runs: string[] }> {
+    const contents = readProject(bytes, name);
+    const datasetId = newId();
+    const runPaths: Record<string, string> = {};
+    const runIds: string[] = [];
+    for (const old of contents.manifest.runs) {
+      let id = newId();
+      while (runIds.includes(id)) id = newId();
+      runIds.push(id);
+      runPaths[old] = `${RUNS}/${id}`;
+    }
+    try {
+      await writeProject(this.platform.root, contents, `${DATASETS}/${datasetId}`, datasetId, runPaths);
+    } catch (e) {
+      await this.platform.root.remove(`${DATASETS}/${datasetId}`).catch(() => {});
+      for (const path of Object.values(runPaths)) await this.platform.root.remove(path).catch(() => {});
+      throw e;
+    }
+    const items = await this.datasetItems(datasetId);
+    return { dataset: { id: datasetId, name: contents.manifest.dataset.name, createdAt: contents.manifest.dataset.createdAt, items: items.length, stats: datasetStats(items) }, runs: runIds };
   }
 
   async listDatasets(): Promise<DatasetInfo[]> {

@@ -151,6 +151,10 @@ export interface EngineApi {
   /** Replaces a dataset's items (after the user reviewed negatives). */
   saveItems(id: string, items: DatasetItem[]): Promise<Result<null>>;
   deleteDataset(id: string): Promise<Result<null>>;
+  /** The dataset and every run trained on it as one zip file (bytes transferred), to move or back up a project. */
+  exportProject(dataset: string): Promise<Result<{ bytes: Uint8Array; name: string }>>;
+  /** Imports a project file as a new dataset with its runs (new ids). */
+  importProject(file: File): Promise<Result<{ dataset: DatasetInfo; runs: string[] }>>;
   /** A dataset's image, for showing it. */
   datasetImage(id: string, image: string): Promise<Result<Uint8Array>>;
   /**

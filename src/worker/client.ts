@@ -34,6 +34,8 @@ const LAB_METHODS = {
   saveItems: true,
   deleteDataset: true,
   datasetImage: true,
+  exportProject: true,
+  importProject: true,
   makeNegatives: true,
   cancelJob: true,
   prepareFeatures: true,

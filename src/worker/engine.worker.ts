@@ -273,6 +273,8 @@ const api: EngineApi = {
       await (await lab()).deleteDataset(id);
       return null;
     }),
+  exportProject: (id) => attempt('exportProject', async () => (await lab()).exportProject(id), (out) => [out.bytes.buffer]),
+  importProject: (file) => attempt('importProject', async () => (await lab()).importProject(new Uint8Array(await file.arrayBuffer()), file.name)),
   datasetImage: (id, image) => attempt('datasetImage', async () => (await lab()).datasetImage(id, image), (bytes) => [bytes.buffer]),
 
   makeNegatives: (job, dataset, request, onEvent) =>

@@ -507,3 +507,27 @@ describe('the Samples and Export screens', () => {
     expect(unexpectedLog(), describeLog(b.log)).toEqual([]);
   }, 900_000);
 });
+
+describe('projects', () => {
+  it('exports the dataset with its runs as one file and imports it back as a new dataset', async () => {
+    await tab('Data');
+    const select = page.getByRole('combobox', { name: 'Dataset', exact: true });
+    await select.waitFor({ timeout: 30_000 });
+    const before = await select.locator('option').count();
+    const [download] = await Promise.all([page.waitForEvent('download', { timeout: 120_000 }), page.getByRole('button', { name: 'Export project' }).click()]);
+    expect(download.suggestedFilename()).toMatch(/\.tpo-lab\.zip$/);
+    const saved = path.join(tmp, download.suggestedFilename());
+    await download.saveAs(saved);
+    await page.getByLabel('Project file').setInputFiles(saved);
+    const done = page.getByRole('status').filter({ hasText: /^Imported the project discs with \d+ runs?\./ });
+    await done.waitFor({ timeout: 120_000 });
+    expect(await select.locator('option').count()).toBe(before + 1);
+    await expect.poll(() => page.getByLabel('Counts').innerText()).toMatch(/^4 images/);
+    // A file that is not a project is refused with the reason.
+    const junk = path.join(tmp, 'junk.zip');
+    writeFileSync(junk, 'not a zip');
+    await page.getByLabel('Project file').setInputFiles(junk);
+    await page.getByRole('alert').filter({ hasText: 'is not a TPO Lab project' }).waitFor();
+    expect(unexpectedLog(), describeLog(b.log)).toEqual([]);
+  }, 300_000);
+});

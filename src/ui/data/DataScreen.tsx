@@ -7,6 +7,7 @@ import { useVirtualizer } from '@tanstack/react-virtual';
 import { type ChangeEvent, useEffect, useId, useRef, useState } from 'react';
 import { datasetStats } from '../../data/dataset';
 import type { DatasetItem } from '../../data/types';
+import { downloadBytes } from '../download';
 import { formatCount } from '../format';
 import { useDataStore } from './store';
 import { useThumbnail } from './thumbnails';
@@ -29,6 +30,8 @@ function ImportCard() {
   const importing = useDataStore((s) => s.importing);
   const problems = useDataStore((s) => s.problems);
   const importFiles = useDataStore((s) => s.importFiles);
+  const projectImported = useDataStore((s) => s.projectImported);
+  const projectId = useId();
   const [name, setName] = useState('');
   const filesId = useId();
   const folderId = useId();
@@ -47,7 +50,7 @@ function ImportCard() {
       <h2 id="import-heading">Import images</h2>
       <p className="muted">
         Images with their captions: each image beside a <code>.txt</code> file of the same name, or a <code>metadata.jsonl</code>,
-        a CSV or the lab's JSONL with the images. They are copied into this browser's storage for the lab, so the files you
+        a CSV or the lab's JSONL with the images; or a project file exported here (a dataset with its runs). They are copied into this browser's storage for the lab, so the files you
         picked can move afterwards; nothing leaves your machine.
       </p>
       <div className="pickers">
@@ -63,7 +66,26 @@ function ImportCard() {
           <label htmlFor={folderId}>Image folder</label>
           <input id={folderId} type="file" {...{ webkitdirectory: '' }} onChange={onPick} disabled={!!importing} />
         </div>
+        <div className="picker">
+          <label htmlFor={projectId}>Project file</label>
+          <input
+            id={projectId}
+            type="file"
+            accept=".zip"
+            onChange={(e) => {
+              const file = e.target.files?.[0];
+              e.target.value = '';
+              if (file) void useDataStore.getState().importProject(file);
+            }}
+            disabled={!!importing}
+          />
+        </div>
       </div>
+      {projectImported && (
+        <p role="status" className="notice notice-ok">
+          Imported the project {projectImported.name} with {projectImported.runs} {projectImported.runs === 1 ? 'run' : 'runs'}.
+        </p>
+      )}
       <div role="status" aria-live="polite">
         {importing && (
           <p>
@@ -98,13 +120,13 @@ function DatasetCard() {
   const info = datasets.find((d) => d.id === current);
   const stats = datasetStats(items);
 
-  const download = () => {
-    const url = URL.createObjectURL(new Blob([exportJsonl()], { type: 'application/jsonl' }));
-    const a = document.createElement('a');
-    a.href = url;
-    a.download = `${info?.name ?? 'dataset'}.jsonl`;
-    a.click();
-    setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  const download = () => downloadBytes(new TextEncoder().encode(exportJsonl()), `${info?.name ?? 'dataset'}.jsonl`, 'application/jsonl');
+  const [exporting, setExporting] = useState(false);
+  const downloadProject = async () => {
+    setExporting(true);
+    const project = await useDataStore.getState().exportProject();
+    setExporting(false);
+    if (project) downloadBytes(project.bytes, project.name, 'application/zip');
   };
 
   return (
@@ -127,6 +149,9 @@ function DatasetCard() {
             <>
               <button type="button" onClick={download}>
                 Export JSONL
+              </button>
+              <button type="button" onClick={() => void downloadProject()} disabled={exporting} title="The images, captions, negatives with their review status, and every run of this dataset, as one .zip">
+                {exporting ? 'Exporting project…' : 'Export project'}
               </button>
               <button
                 type="button"

@@ -33,6 +33,12 @@ export interface DataStore {
   deleteDataset(id: string): Promise<void>;
   /** The items as the lab's JSONL (the `tpo-lab train` input). */
   exportJsonl(): string;
+  /** The current dataset and its runs as one file, or null (the failure is in `error`). */
+  exportProject(): Promise<{ bytes: Uint8Array; name: string } | null>;
+  /** Imports a project file as a new dataset (with its runs) and makes it the current one. */
+  importProject(file: File): Promise<void>;
+  /** What the last project import brought, for the screen to say. */
+  projectImported: { name: string; runs: number } | null;
 }
 
 /** The dataset being worked on, kept across reloads (only its id; the data is in the lab's storage). */
@@ -152,6 +158,29 @@ export function createDataStore(client: () => EngineClient) {
 
     exportJsonl() {
       return exportTrainerJsonl(get().items);
+    },
+
+    projectImported: null,
+
+    async exportProject() {
+      const { current } = get();
+      if (!current) return null;
+      const r = await client().lab.exportProject(current);
+      if (!r.ok) {
+        set({ error: r.error });
+        return null;
+      }
+      set({ error: null });
+      return r.value;
+    },
+
+    async importProject(file) {
+      set({ projectImported: null, error: null });
+      const r = await client().lab.importProject(file);
+      if (!r.ok) return set({ error: r.error });
+      set({ projectImported: { name: r.value.dataset.name, runs: r.value.runs.length } });
+      await get().refresh();
+      await get().select(r.value.dataset.id);
     },
   }));
 }
