@@ -178,9 +178,10 @@ export function createDataStore(client: () => EngineClient) {
       set({ projectImported: null, error: null });
       const r = await client().lab.importProject(file);
       if (!r.ok) return set({ error: r.error });
-      set({ projectImported: { name: r.value.dataset.name, runs: r.value.runs.length } });
       await get().refresh();
       await get().select(r.value.dataset.id);
+      // Said once the new dataset is listed and open.
+      set({ projectImported: { name: r.value.dataset.name, runs: r.value.runs.length } });
     },
   }));
 }
