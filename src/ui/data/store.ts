@@ -3,6 +3,7 @@
 // (the whole items file, replaced atomically); the last destructive change can be undone.
 
 import { create } from 'zustand';
+import { datasetStats } from '../../data/dataset';
 import { exportTrainerJsonl } from '../../data/export';
 import type { DatasetItem, ImportProblem } from '../../data/types';
 import type { DatasetInfo, EngineError } from '../../worker/api';
@@ -114,8 +115,9 @@ export function createDataStore(client: () => EngineClient) {
         set({ items: before, error: r.error });
         return false;
       }
-      set({ error: null, ...(undoLabel ? { undo: { label: undoLabel, items: before } } : {}) });
-      void get().refresh();
+      // The list's counts for this dataset from the items in hand: re-listing would read every dataset's items.
+      const datasets = get().datasets.map((d) => (d.id === current ? { ...d, items: items.length, stats: datasetStats(items) } : d));
+      set({ datasets, error: null, ...(undoLabel ? { undo: { label: undoLabel, items: before } } : {}) });
       return true;
     },
 
