@@ -90,6 +90,10 @@ export interface RunInfo {
   step: number;
   steps: number;
   startedAt: number;
+  /** The settings that shape the run (null when its checkpoint cannot be read). */
+  config: Pick<TrainConfig, 'lr' | 'lrSchedule' | 'batchSize' | 'gradAccum' | 'rank' | 'alpha' | 'resolution' | 'beta'> | null;
+  /** Bytes the run keeps in storage: checkpoint, LoRA, logs, previews. */
+  bytes: number;
   /** Why it failed or stopped, when it did. */
   error?: string;
 }
@@ -551,6 +555,7 @@ export class Lab {
     const done = await storage.exists(LORA_FILE);
     const lastStep = saved?.saved.state.step ?? 0;
     const error = this.failed.get(id);
+    const c = saved?.saved.config;
     return {
       id,
       method: saved?.saved.config.method ?? '?',
@@ -559,6 +564,8 @@ export class Lab {
       step: active ? active.step : lastStep,
       steps: active ? active.steps : (saved?.saved.config.steps ?? 0),
       startedAt: settings.startedAt,
+      config: c ? { lr: c.lr, lrSchedule: c.lrSchedule, batchSize: c.batchSize, gradAccum: c.gradAccum, rank: c.rank, alpha: c.alpha, resolution: c.resolution, beta: c.beta } : null,
+      bytes: await storage.size(),
       ...(error ? { error } : {}),
     };
   }

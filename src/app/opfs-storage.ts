@@ -293,6 +293,17 @@ class OpfsStorage implements Storage {
     return out;
   }
 
+  async size(path = ''): Promise<number> {
+    if (pathParts(path).length > 0) {
+      const h = await this.fileHandle(path);
+      if (h) return (await h.getFile()).size;
+    }
+    // A folder: walk what list() shows, so a writeFolder's current version counts and its leftovers do not.
+    let total = 0;
+    for (const name of await this.list(path)) total += await this.size(joinStoragePath(path, name));
+    return total;
+  }
+
   folder(path: string): Storage {
     return new OpfsStorage(this.root, this.parts(path), this.where(path));
   }

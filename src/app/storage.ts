@@ -28,6 +28,8 @@ export interface Storage {
   writeFolder(path: string, files: Readonly<Record<string, Uint8Array>>): Promise<void>;
   /** The files `names` of a folder written by writeFolder, or null when the folder or one of them is missing. */
   readFolder(path: string, names: readonly string[]): Promise<Record<string, Uint8Array> | null>;
+  /** Bytes of the file at `path`, or of every file below the folder at `path` ('' = this folder); 0 when missing. */
+  size(path?: string): Promise<number>;
   /** The folder `path` inside this one, as a Storage of its own (created on first write). */
   folder(path: string): Storage;
   /** Bytes in use and available to this origin or disk, where the platform tells. */
@@ -148,6 +150,12 @@ export class MemoryStorage implements Storage {
       out[n] = b;
     }
     return out;
+  }
+  async size(path = '') {
+    const k = this.key(path);
+    let total = 0;
+    for (const [f, bytes] of this.files) if (f === k || k === '' || f.startsWith(`${k}/`)) total += bytes.length;
+    return total;
   }
   folder(path: string): Storage {
     return new MemoryStorage(`${this.name}/${path}`, this.files, this.key(path));

@@ -195,6 +195,23 @@ export function folderStorage(dir: string): Storage {
       return out;
     },
 
+    async size(p = '') {
+      if (pathParts(p).length > 0) {
+        await settle(at(p));
+        try {
+          const s = await stat(at(p));
+          if (s.isFile()) return s.size;
+        } catch (e) {
+          if (isMissing(e)) return 0;
+          throw e;
+        }
+      }
+      // A folder: walk what list() shows, so staged copies and temporary files do not count.
+      let total = 0;
+      for (const name of await self.list(p)) total += await self.size(joinStoragePath(p, name));
+      return total;
+    },
+
     folder(p) {
       return folderStorage(at(p));
     },

@@ -170,6 +170,7 @@ describe('the browser runtime (engine worker + OPFS) on the tiny model', () => {
     value(await call('openModel'), 'openModel after the reload');
     const info = value(await call('runInfo', run), 'runInfo');
     expect(info.status).toBe('stopped');
+    expect(info.bytes).toBeGreaterThan(1000); // OPFS sizes: its checkpoint at least
     expect(info.step).toBeGreaterThanOrEqual(1);
     expect(info.step).toBeLessThan(3);
     value(await call('resumeRun', run), 'resumeRun');

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { createServer, type InlineConfig, type ViteDevServer } from 'vite';
+import { createServer, type InlineConfig, preview } from 'vite';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const CHROMIUM = '/usr/bin/chromium';
@@ -24,7 +24,8 @@ export interface BrowserSession {
   context: BrowserContext;
   /** null with `persistentProfile` (Playwright's persistent contexts have no separate Browser). */
   browser: Browser | null;
-  server: ViteDevServer;
+  /** Vite's dev server, or its preview server with `built`. */
+  server: { close(): Promise<void> };
   /** http://127.0.0.1:<port> */
   origin: string;
   /** The address of a path served from the repo root ('/tests/e2e/pages/storage.html'). */
@@ -46,6 +47,11 @@ export interface BrowserOptions {
    * OPFS and IndexedDB live in memory: for tests that store much, or that reload the browser.
    */
   persistentProfile?: boolean;
+  /**
+   * A production build's folder (`vite build --outDir DIR`) to serve with Vite's preview server instead of
+   * the dev server: what users run (minified, React's production build), for measurements.
+   */
+  built?: string;
   /** Show console.log / info lines of the page and its workers on stdout (debugging). */
   echoConsole?: boolean;
 }
@@ -78,7 +84,7 @@ export async function openBrowser(options: BrowserOptions = {}): Promise<Browser
   // checkouts (a worktree's node_modules link), and two servers rewriting it would trip each other.
   const cacheDir = await mkdtemp(path.join(tmpdir(), 'tpo-vite-'));
   const port = await freePort();
-  let server: ViteDevServer | null = null;
+  let server: { close(): Promise<void> } | null = null;
   let browser: Browser | null = null;
   let context: BrowserContext | null = null;
   const profileDir = options.persistentProfile ? await mkdtemp(path.join(tmpdir(), 'tpo-chromium-')) : null;
@@ -90,26 +96,37 @@ export async function openBrowser(options: BrowserOptions = {}): Promise<Browser
     if (profileDir) await rm(profileDir, { recursive: true, force: true });
   };
   try {
-    server = await createServer({
-      root: ROOT,
-      configFile: path.join(ROOT, 'vite.config.ts'),
-      cacheDir,
-      logLevel: 'warn',
-      clearScreen: false,
-      ...options.vite,
-      server: {
-        host: '127.0.0.1',
-        port,
-        strictPort: true,
-        hmr: false,
-        // No file watching: tests do not edit sources, and watching the repo costs CPU on a small machine.
-        watch: null,
-        // Files under the repo root; node_modules may be a link to another checkout's.
-        fs: { strict: false },
-        ...options.vite?.server,
-      },
-    });
-    await server.listen();
+    if (options.built) {
+      server = await preview({
+        root: ROOT,
+        configFile: path.join(ROOT, 'vite.config.ts'),
+        logLevel: 'warn',
+        build: { outDir: options.built },
+        preview: { host: '127.0.0.1', port, strictPort: true },
+      });
+    } else {
+      const dev = await createServer({
+        root: ROOT,
+        configFile: path.join(ROOT, 'vite.config.ts'),
+        cacheDir,
+        logLevel: 'warn',
+        clearScreen: false,
+        ...options.vite,
+        server: {
+          host: '127.0.0.1',
+          port,
+          strictPort: true,
+          hmr: false,
+          // No file watching: tests do not edit sources, and watching the repo costs CPU on a small machine.
+          watch: null,
+          // Files under the repo root; node_modules may be a link to another checkout's.
+          fs: { strict: false },
+          ...options.vite?.server,
+        },
+      });
+      await dev.listen();
+      server = dev;
+    }
     const launch = { executablePath: CHROMIUM, headless: true, args: [...WEBGPU_ARGS, ...(options.args ?? [])] };
     if (profileDir) context = await chromium.launchPersistentContext(profileDir, launch);
     else {

@@ -57,6 +57,20 @@ export const storageChecks: StorageCheck[] = [
     },
   },
   {
+    name: 'size: a file, a folder with what it holds (a replaced folder counted once), missing is 0',
+    async run(s) {
+      equal(await s.size('nothing'), 0, 'missing');
+      await s.write('run/metrics.jsonl', '12345');
+      await s.writeFolder('run/checkpoint', { 'a.bin': bytes(1, 2, 3), 'sub/b.bin': bytes(4) });
+      await s.writeFolder('run/checkpoint', { 'a.bin': bytes(1, 2), 'sub/b.bin': bytes(4, 5, 6, 7) });
+      equal(await s.size('run/metrics.jsonl'), 5, 'file');
+      equal(await s.size('run/checkpoint'), 6, 'replaced folder');
+      equal(await s.size('run'), 11, 'folder');
+      equal(await s.folder('run').size(), 11, 'a folder storage, whole');
+      equal(await s.size(), 11, 'everything');
+    },
+  },
+  {
     name: 'list, exists and remove',
     async run(s) {
       equal(await s.list(), [], 'empty storage');

@@ -129,8 +129,9 @@ describe('lab', () => {
       if (e.type === 'step' && e.report.step === 1) void lab.cancelRun(b);
     });
     expect(await first.ended).toBe('stopped');
-    expect((await lab.runInfo(b)).status).toBe('stopped');
-    expect((await lab.runInfo(b)).step).toBe(1);
+    const stopped = await lab.runInfo(b);
+    expect(stopped).toMatchObject({ status: 'stopped', step: 1, config: { batchSize: 2, rank: 2, resolution: 64 } });
+    expect(stopped.bytes).toBeGreaterThan(1000); // its checkpoint at least
     // Resumed; its device is lost as it starts again: reported, a new device opened, resumed from step 1.
     const second = collector();
     const devicesBefore = opened;

@@ -31,14 +31,58 @@ function usePrefersDark(): boolean {
   return dark;
 }
 
+/**
+ * Runs jobs one per task, in order: building a uPlot costs ~10-15 ms (canvas, styles, layout), so a screen
+ * that mounts six charts at once would hold the main thread for a long task; one per task keeps it responsive.
+ * Returns a cancel function (for a chart unmounted before its turn).
+ */
+const pending: (() => void)[] = [];
+function oneTaskEach(job: () => void): () => void {
+  pending.push(job);
+  if (pending.length === 1) setTimeout(runNext, 0);
+  return () => {
+    const i = pending.indexOf(job);
+    if (i > 0) pending.splice(i, 1);
+    else if (i === 0) pending[0] = () => {}; // already scheduled: run nothing in its turn
+  };
+}
+function runNext(): void {
+  pending[0]?.();
+  pending.shift();
+  if (pending.length) setTimeout(runNext, 0);
+}
+
 export function Chart({ title, steps, values, format, range }: ChartProps) {
   const box = useRef<HTMLDivElement>(null);
   const plot = useRef<uPlot | null>(null);
   const dark = usePrefersDark();
+  // The data to draw once the plot is built (it is built a few tasks after the first render).
+  const data = useRef<[number[], (number | null)[]]>([steps, values]);
 
   useEffect(() => {
     const el = box.current;
     if (!el) return;
+    let u: uPlot | null = null;
+    let observer: ResizeObserver | null = null;
+    const cancel = oneTaskEach(() => {
+      ({ u, observer } = build(el));
+      plot.current = u;
+      u.setData(data.current);
+    });
+    return () => {
+      cancel();
+      observer?.disconnect();
+      u?.destroy();
+      plot.current = null;
+    };
+  }, [title, format, dark, range]);
+
+  useEffect(() => {
+    data.current = [steps, values];
+    plot.current?.setData(data.current);
+  }, [steps, values, dark]);
+
+  function build(el: HTMLDivElement): { u: uPlot; observer: ResizeObserver } {
     const css = getComputedStyle(el);
     const colour = (name: string) => css.getPropertyValue(name).trim() || '#888';
     const axis = { stroke: colour('--muted'), grid: { stroke: colour('--border'), width: 1 }, ticks: { stroke: colour('--border') } };
@@ -55,19 +99,10 @@ export function Chart({ title, steps, values, format, range }: ChartProps) {
       [[], []],
       el,
     );
-    plot.current = u;
     const observer = new ResizeObserver(() => u.setSize({ width: Math.max(200, el.clientWidth), height: 160 }));
     observer.observe(el);
-    return () => {
-      observer.disconnect();
-      u.destroy();
-      plot.current = null;
-    };
-  }, [title, format, dark, range]);
-
-  useEffect(() => {
-    plot.current?.setData([steps, values]);
-  }, [steps, values, dark]);
+    return { u, observer };
+  }
 
   const lastIndex = values.length - 1;
   const last = lastIndex >= 0 ? values[lastIndex] : null;

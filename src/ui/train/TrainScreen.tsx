@@ -2,12 +2,14 @@
 // each, presets), start / pause / resume / cancel, progress with an ETA, live charts of the step metrics, the
 // preview samples as they are made, and the run list.
 
-import { type ChangeEvent, useEffect, useId } from 'react';
+import { type ChangeEvent, memo, useEffect, useId } from 'react';
 import { useDataStore } from '../data/store';
 import { useModelStore } from '../model/store';
 import { Chart } from './Chart';
 import { type PresetName, type RunView, type TrainForm, type TrainMethod, formFor, useTrainStore } from './store';
 import { ErrorNotice } from '../ErrorNotice';
+import { formatBytes } from '../format';
+import type { RunInfo } from '../../worker/api';
 
 interface Field {
   key: keyof TrainForm;
@@ -70,14 +72,14 @@ export function TrainScreen() {
 
 function SettingsCard() {
   const form = useTrainStore((s) => s.form);
-  const view = useTrainStore((s) => s.view);
+  // Only whether a run is going, not the run itself: this card must not re-render at each step event.
+  const active = useTrainStore((s) => s.view !== null && (s.view.status === 'running' || s.view.status === 'paused'));
   const error = useTrainStore((s) => s.error);
   const { setForm, applyPreset, start } = useTrainStore.getState();
   const dataset = useDataStore((s) => s.datasets.find((d) => d.id === s.current));
   const model = useModelStore((s) => s.model);
   const methodId = useId();
   const stepsId = useId();
-  const active = view !== null && (view.status === 'running' || view.status === 'paused');
   const modelOpen = model.status === 'open' || (model.status === 'error' && model.previous !== null);
 
   return (
@@ -135,7 +137,7 @@ function SettingsCard() {
   );
 }
 
-function SettingField({ field, form, setForm }: { field: Field; form: TrainForm; setForm(p: Partial<TrainForm>): void }) {
+const SettingField = memo(function SettingField({ field, form, setForm }: { field: Field; form: TrainForm; setForm(p: Partial<TrainForm>): void }) {
   const id = useId();
   const value = form[field.key];
   const onNumber = (e: ChangeEvent<HTMLInputElement>) => {
@@ -166,7 +168,7 @@ function SettingField({ field, form, setForm }: { field: Field; form: TrainForm;
       <p className="muted setting-help">{field.help}</p>
     </div>
   );
-}
+});
 
 const fmt = {
   loss: (v: number) => v.toFixed(3),
@@ -247,6 +249,14 @@ function RunCard() {
   );
 }
 
+/** A run's shaping settings in one line: "lr 1e-4 constant · batch 4 × 2 · rank 8 (α 8) · 512 px · β 5000". */
+function runSettings(r: RunInfo): string {
+  const c = r.config;
+  if (!c) return '—';
+  const batch = c.gradAccum > 1 ? `${c.batchSize} × ${c.gradAccum}` : `${c.batchSize}`;
+  return `lr ${c.lr.toExponential(0)} ${c.lrSchedule} · batch ${batch} · rank ${c.rank} (α ${c.alpha}) · ${c.resolution} px · β ${c.beta}`;
+}
+
 function RunList() {
   const runs = useTrainStore((s) => s.runs);
   const view = useTrainStore((s) => s.view);
@@ -262,6 +272,8 @@ function RunList() {
             <th scope="col">Method</th>
             <th scope="col">State</th>
             <th scope="col">Step</th>
+            <th scope="col">Settings</th>
+            <th scope="col">Size</th>
             <th scope="col">Started</th>
             <th scope="col">
               <span className="visually-hidden">Actions</span>
@@ -279,6 +291,8 @@ function RunList() {
               <td className="num">
                 {r.step} / {r.steps}
               </td>
+              <td className="settings">{runSettings(r)}</td>
+              <td className="num">{formatBytes(r.bytes)}</td>
               <td>{new Date(r.startedAt * 1000).toLocaleString()}</td>
               <td>
                 <button type="button" className="small" aria-label={`Open run ${r.id}`} onClick={() => void openRun(r.id)}>
