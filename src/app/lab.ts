@@ -10,6 +10,8 @@
 import { datasetStats, type DatasetStats } from '../data/dataset';
 import { exportTrainerJsonl } from '../data/export';
 import { importDataset, type ImportOptions, parseTrainerJsonl } from '../data/import';
+import { importPreferenceData } from '../data/preference-import';
+import { formatPreferenceJsonl, parsePreferenceJsonl, type PreferenceRecords, preferenceImages } from '../data/preference-records';
 import type { RgbaImage } from '../data/pixels';
 import type { DatasetSource } from '../data/source';
 import type { DatasetItem, ImportProblem } from '../data/types';
@@ -20,7 +22,7 @@ import { SafetensorsFile, memorySource } from '../models/safetensors';
 import { type MemoryPlan, planMemory, type TrainMethod } from '../models/memory-plan';
 import { unetParams } from '../models/unet';
 import { preferHalfWeights } from '../models/weights';
-import { splitExamples } from '../tpo/examples';
+import { type DataKind, METHODS_FOR, splitExamples } from '../tpo/examples';
 import type { FeatureStore } from '../tpo/features';
 import { defaultTrainConfig, type TrainConfig, TrainControl, validateTrainConfig } from '../tpo/trainer';
 import { DEFAULT_SCORE_DRAWS } from '../tpo/scores';
@@ -70,9 +72,30 @@ export interface DatasetInfo {
   id: string;
   name: string;
   createdAt: string;
+  /** tpo: captioned images (negatives are written for them); dpo: preferred / rejected image pairs; kto: labelled images. */
+  kind: DataKind;
+  /** Captioned images (tpo), pairs (dpo) or labelled images (kto). */
   items: number;
+  /** Image files the dataset holds. */
+  images: number;
+  /** The negatives' counts (all zero for dpo and kto data). */
   stats: DatasetStats;
 }
+
+/** What dataset.json holds. */
+interface DatasetMeta {
+  id: string;
+  name: string;
+  createdAt: string;
+  /** Absent in datasets made before preference data could be imported: those are tpo. */
+  kind?: DataKind;
+}
+
+const DATA_NAMES: Record<DataKind, string> = {
+  tpo: 'captioned images (with negatives)',
+  dpo: 'Diffusion-DPO pairs (a preferred and a rejected image per prompt)',
+  kto: 'Diffusion-KTO images labelled desirable or undesirable',
+};
 
 export interface DatasetImport {
   dataset: DatasetInfo;
@@ -243,22 +266,26 @@ export class Lab {
    */
   async importDataset(source: DatasetSource, name: string, options: ImportOptions = {}, onProgress?: (done: number, total: number) => void): Promise<DatasetImport> {
     if (!source.readFile) throw new Error(`${source.name}: this source cannot read whole files, so its images cannot be copied`);
-    const result = await importDataset(source, options);
-    if (result.items.length === 0) throw new InputError(`${source.name}: no captioned images found`);
+    // The trainer's DPO / KTO JSONL first: the captioned-image layouts would read it as captions.
+    const preference = await importPreferenceData(source, options);
+    const result = preference ? null : await importDataset(source, options);
+    if (result?.items.length === 0) throw new InputError(`${source.name}: no captioned images found`);
+    if (preference?.records.length === 0) throw new InputError(`${source.name}: no usable records in ${preference.file}`);
     const id = newId();
     const folder = this.datasetFolder(id);
     try {
-      const images = [...new Set(result.items.map((i) => i.image))];
+      const images = preference ? preferenceImages(preference) : [...new Set(result!.items.map((i) => i.image))];
       for (const [i, image] of images.entries()) {
         const bytes = await source.readFile!(image);
         if (!bytes) throw new InputError(`${source.name}: ${image} disappeared during the import`);
         await folder.write(`${IMAGES}/${image}`, bytes);
         onProgress?.(i + 1, images.length);
       }
-      await this.saveItems(id, result.items);
-      const info = { id, name, createdAt: new Date().toISOString() };
-      await folder.write(DATASET_FILE, `${JSON.stringify(info, null, 2)}\n`);
-      return { dataset: { ...info, items: result.items.length, stats: datasetStats(result.items) }, problems: result.problems };
+      if (preference) await folder.write(ITEMS_FILE, formatPreferenceJsonl(preference));
+      else await folder.write(ITEMS_FILE, exportTrainerJsonl(result!.items));
+      const meta: DatasetMeta = { id, name, createdAt: new Date().toISOString(), kind: preference?.kind ?? 'tpo' };
+      await folder.write(DATASET_FILE, `${JSON.stringify(meta, null, 2)}\n`);
+      return { dataset: await this.datasetInfo(meta), problems: preference?.problems ?? result!.problems };
     } catch (e) {
       await this.platform.root.remove(`${DATASETS}/${id}`);
       throw e;
@@ -304,22 +331,47 @@ export class Lab {
       for (const path of Object.values(runPaths)) await this.platform.root.remove(path).catch(() => {});
       throw e;
     }
-    const items = await this.datasetItems(datasetId);
-    return { dataset: { id: datasetId, name: contents.manifest.dataset.name, createdAt: contents.manifest.dataset.createdAt, items: items.length, stats: datasetStats(items) }, runs: runIds };
+    const meta = await this.datasetMeta(datasetId);
+    if (!meta) throw new InputError(`the project's dataset could not be read back after the import`);
+    return { dataset: await this.datasetInfo(meta), runs: runIds };
   }
 
   async listDatasets(): Promise<DatasetInfo[]> {
     const out: DatasetInfo[] = [];
     for (const id of await this.platform.root.list(DATASETS)) {
-      const text = await readText(this.platform.root, `${DATASETS}/${id}/${DATASET_FILE}`);
-      if (!text) continue; // an import that did not finish
-      const items = await this.datasetItems(id);
-      out.push({ ...(JSON.parse(text) as { id: string; name: string; createdAt: string }), items: items.length, stats: datasetStats(items) });
+      const meta = await this.datasetMeta(id);
+      if (meta) out.push(await this.datasetInfo(meta)); // without dataset.json: an import that did not finish
     }
     return out;
   }
 
+  /** dataset.json, or null when the dataset is not there (or its import did not finish). */
+  private async datasetMeta(id: string): Promise<DatasetMeta | null> {
+    const text = await readText(this.datasetFolder(id), DATASET_FILE);
+    return text ? (JSON.parse(text) as DatasetMeta) : null;
+  }
+
+  private async datasetInfo(meta: DatasetMeta): Promise<DatasetInfo> {
+    const kind = meta.kind ?? 'tpo';
+    const base = { id: meta.id, name: meta.name, createdAt: meta.createdAt, kind };
+    if (kind === 'tpo') {
+      const items = await this.datasetItems(meta.id);
+      return { ...base, items: items.length, images: new Set(items.map((i) => i.image)).size, stats: datasetStats(items) };
+    }
+    const data = await this.datasetRecords(meta.id);
+    return { ...base, items: data.records.length, images: preferenceImages(data).length, stats: datasetStats([]) };
+  }
+
+  private async datasetKind(id: string): Promise<DataKind> {
+    const meta = await this.datasetMeta(id);
+    if (!meta) throw new InputError(`there is no dataset ${id}`);
+    return meta.kind ?? 'tpo';
+  }
+
+  /** A captioned-image dataset's items: captions, negatives with their review status. */
   async datasetItems(id: string): Promise<DatasetItem[]> {
+    const kind = await this.datasetKind(id);
+    if (kind !== 'tpo') throw new InputError(`dataset ${id} holds ${DATA_NAMES[kind]}, not captioned images: it has no captions to write negatives for`);
     const text = await readText(this.datasetFolder(id), ITEMS_FILE);
     if (text === null) throw new InputError(`there is no dataset ${id}`);
     return parseTrainerJsonl(text, { file: ITEMS_FILE, onInvalid: 'error' }).items;
@@ -327,7 +379,25 @@ export class Lab {
 
   /** Replaces a dataset's items (captions, negatives and their review status) as a whole. */
   async saveItems(id: string, items: readonly DatasetItem[]): Promise<void> {
+    const kind = await this.datasetKind(id);
+    if (kind !== 'tpo') throw new InputError(`dataset ${id} holds ${DATA_NAMES[kind]}, not captioned images`);
     await this.datasetFolder(id).write(ITEMS_FILE, exportTrainerJsonl(items));
+  }
+
+  /** A preference dataset's records: Diffusion-DPO pairs or Diffusion-KTO labelled images. */
+  async datasetRecords(id: string): Promise<PreferenceRecords> {
+    const kind = await this.datasetKind(id);
+    if (kind === 'tpo') throw new InputError(`dataset ${id} holds captioned images, not preference pairs or labels`);
+    const text = await readText(this.datasetFolder(id), ITEMS_FILE);
+    if (text === null) throw new InputError(`there is no dataset ${id}`);
+    return parsePreferenceJsonl(text, kind, { file: ITEMS_FILE });
+  }
+
+  /** Replaces a preference dataset's records as a whole (after the user removed some). */
+  async saveRecords(id: string, data: PreferenceRecords): Promise<void> {
+    const kind = await this.datasetKind(id);
+    if (kind !== data.kind) throw new InputError(`dataset ${id} holds ${kind} records, not ${data.kind} records`);
+    await this.datasetFolder(id).write(ITEMS_FILE, formatPreferenceJsonl(data));
   }
 
   async deleteDataset(id: string): Promise<void> {
@@ -374,6 +444,10 @@ export class Lab {
   }
 
   private async trainingData(id: string, method: TrainConfig['method'], negatives: 'all' | 'accepted') {
+    const kind = await this.datasetKind(id);
+    if (!METHODS_FOR[kind].includes(method)) {
+      throw new InputError(`dataset ${id} holds ${DATA_NAMES[kind]}, which ${method} does not train on: choose ${METHODS_FOR[kind].join(' or ')}`);
+    }
     const text = await readText(this.datasetFolder(id), ITEMS_FILE);
     if (text === null) throw new InputError(`there is no dataset ${id}`);
     return parseTrainingData(text, { source: `dataset ${id}`, file: ITEMS_FILE, method, skipBadLines: false, negatives, resolveImage: (p) => p });

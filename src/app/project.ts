@@ -8,6 +8,7 @@
 
 import { unzipSync, zipSync, type Zippable } from 'fflate';
 import { parseTrainerJsonl } from '../data/import';
+import { parsePreferenceJsonl, preferenceImages } from '../data/preference-records';
 import { InputError } from './errors';
 import type { Storage } from './storage';
 import { CHECKPOINT_FOLDER, RUN_SETTINGS_FILE } from './training-run';
@@ -93,8 +94,17 @@ export function readProject(bytes: Uint8Array, name = 'the project file'): Proje
   }
   const items = contents.dataset['items.jsonl'];
   if (!items) throw new InputError(`${name}: the dataset has no items.jsonl`);
-  const parsed = parseTrainerJsonl(new TextDecoder().decode(items), { file: 'items.jsonl', onInvalid: 'error' });
-  for (const item of parsed.items) if (!contents.dataset[`images/${item.image}`]) throw new InputError(`${name}: the image ${item.image} of the dataset is missing`);
+  const text = new TextDecoder().decode(items);
+  const info = contents.dataset['dataset.json'];
+  let kind: unknown = 'tpo';
+  try {
+    if (info) kind = (JSON.parse(new TextDecoder().decode(info)) as { kind?: unknown }).kind ?? 'tpo';
+  } catch {
+    throw new InputError(`${name}: the dataset's dataset.json is damaged (not JSON)`);
+  }
+  if (kind !== 'tpo' && kind !== 'dpo' && kind !== 'kto') throw new InputError(`${name}: the dataset is of a kind this app does not know (${JSON.stringify(kind)}); update the app to import it`);
+  const images = kind === 'tpo' ? parseTrainerJsonl(text, { file: 'items.jsonl', onInvalid: 'error' }).items.map((i) => i.image) : preferenceImages(parsePreferenceJsonl(text, kind, { file: 'items.jsonl' }));
+  for (const image of images) if (!contents.dataset[`images/${image}`]) throw new InputError(`${name}: the image ${image} of the dataset is missing`);
   for (const id of manifest.runs) if (!contents.runs[id]?.[RUN_SETTINGS_FILE]) throw new InputError(`${name}: run ${id} has no ${RUN_SETTINGS_FILE}`);
   return contents;
 }

@@ -110,7 +110,7 @@ function noDataMessage(layout: DatasetLayout, name: string): string {
   return `no records in ${name}`;
 }
 
-async function checkImage(source: DatasetSource, image: string, file?: string, line?: number): Promise<ImportProblem | null> {
+export async function checkImage(source: DatasetSource, image: string, file?: string, line?: number): Promise<ImportProblem | null> {
   const at = { file, line };
   if (isUrl(image)) return { ...at, code: 'missing-image', message: `image ${image} is a URL; only local image files can be imported` };
   const head = await source.readHead(image, IMAGE_SNIFF_BYTES);

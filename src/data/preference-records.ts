@@ -223,3 +223,22 @@ export function ktoRecordToJson(r: KtoRecord, imagePath: (p: string) => string =
   for (const [k, v] of Object.entries(r.extra)) if (!(k in out)) out[k] = v;
   return out;
 }
+
+/** A dataset of the trainer's preference formats: Diffusion-DPO pairs or Diffusion-KTO labelled images. */
+export type PreferenceRecords = { kind: 'dpo'; records: DpoRecord[] } | { kind: 'kto'; records: KtoRecord[] };
+
+/** The records as the trainer's JSONL of their kind (image paths through `imagePath`). */
+export function formatPreferenceJsonl(data: PreferenceRecords, imagePath: (p: string) => string = (p) => p): string {
+  const objects = data.kind === 'dpo' ? data.records.map((r) => dpoRecordToJson(r, imagePath)) : data.records.map((r) => ktoRecordToJson(r, imagePath));
+  return objects.map((o) => `${JSON.stringify(o)}\n`).join('');
+}
+
+/** Reads the trainer's JSONL of a preference kind; throws DatasetImportError on any bad line. */
+export function parsePreferenceJsonl(text: string, kind: PreferenceRecords['kind'], options: ParseRecordsOptions = {}): PreferenceRecords {
+  return kind === 'dpo' ? { kind, records: parseDpoJsonl(text, options).records } : { kind, records: parseKtoJsonl(text, options).records };
+}
+
+/** Every image the records name, once each, in order of first use. */
+export function preferenceImages(data: PreferenceRecords): string[] {
+  return [...new Set(data.kind === 'dpo' ? data.records.flatMap((r) => [r.imageW, r.imageL]) : data.records.map((r) => r.image))];
+}

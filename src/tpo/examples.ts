@@ -33,6 +33,9 @@ export function dataKindFor(method: LossMethod): DataKind {
   return method === 'dpo' ? 'dpo' : method === 'kto' ? 'kto' : 'tpo';
 }
 
+/** The methods that train on each kind of data (the first is the one to offer first). */
+export const METHODS_FOR: Record<DataKind, readonly LossMethod[]> = { tpo: ['tdpo', 'tkto', 'sft'], dpo: ['dpo'], kto: ['kto'] };
+
 /** Which negatives train: every one not rejected (default), or only those a person accepted. */
 export type NegativeFilter = 'all' | 'accepted';
 

@@ -1,4 +1,4 @@
-// Human-readable numbers for the GPU panel.
+// Human-readable numbers and sizes for the screens.
 
 const BINARY_UNITS = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'] as const;
 
@@ -13,6 +13,12 @@ export function formatBytes(bytes: number): string {
   }
   if (unit === 0) return `${bytes} ${bytes === 1 ? 'byte' : 'bytes'}`;
   return `${Number(value.toPrecision(3))} ${BINARY_UNITS[unit]}`;
+}
+
+/** What a dataset holds: "12 images", "30 pairs", "40 labelled images". */
+export function datasetSize(d: { kind: 'tpo' | 'dpo' | 'kto'; items: number }): string {
+  const unit = d.kind === 'dpo' ? (d.items === 1 ? 'pair' : 'pairs') : d.kind === 'kto' ? 'labelled images' : d.items === 1 ? 'image' : 'images';
+  return `${formatCount(d.items)} ${unit}`;
 }
 
 /** 65535 -> "65,535". */

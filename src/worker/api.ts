@@ -5,13 +5,14 @@ import type { DatasetImport, DatasetInfo, LabRunEvent, LoraInfo, ModelInfo, Nega
 import type { SamplePair, SampleRequest, SampleResult } from '../app/sampling';
 import type { PairsEvent, PairsJobResult } from '../app/pairs-job';
 import type { DatasetItem } from '../data/types';
+import type { PreferenceRecords } from '../data/preference-records';
 import type { ImportOptions } from '../data/import';
 import type { AdapterReport } from '../gpu/device';
 import type { LoraFormat } from '../models/lora-io';
 import type { MemoryPlan } from '../models/memory-plan';
 import type { TrainConfig } from '../tpo/trainer';
 
-export type { AdapterReport, DatasetImport, DatasetInfo, LabRunEvent, LoraInfo, ModelInfo, NegativesRequest, PairsEvent, RunInfo, RunRequest, SamplePair, SampleRequest, SampleResult };
+export type { AdapterReport, PreferenceRecords, DatasetImport, DatasetInfo, LabRunEvent, LoraInfo, ModelInfo, NegativesRequest, PairsEvent, RunInfo, RunRequest, SamplePair, SampleRequest, SampleResult };
 
 /**
  * Why a call could not do its work:
@@ -150,6 +151,10 @@ export interface EngineApi {
   datasetItems(id: string): Promise<Result<DatasetItem[]>>;
   /** Replaces a dataset's items (after the user reviewed negatives). */
   saveItems(id: string, items: DatasetItem[]): Promise<Result<null>>;
+  /** A preference dataset's records (Diffusion-DPO pairs or Diffusion-KTO labelled images). */
+  datasetRecords(id: string): Promise<Result<PreferenceRecords>>;
+  /** Replaces a preference dataset's records (after the user removed some). */
+  saveRecords(id: string, data: PreferenceRecords): Promise<Result<null>>;
   deleteDataset(id: string): Promise<Result<null>>;
   /** The dataset and every run trained on it as one zip file (bytes transferred), to move or back up a project. */
   exportProject(dataset: string): Promise<Result<{ bytes: Uint8Array; name: string }>>;

@@ -32,6 +32,8 @@ const LAB_METHODS = {
   listDatasets: true,
   datasetItems: true,
   saveItems: true,
+  datasetRecords: true,
+  saveRecords: true,
   deleteDataset: true,
   datasetImage: true,
   exportProject: true,

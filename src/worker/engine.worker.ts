@@ -268,6 +268,12 @@ const api: EngineApi = {
       await (await lab()).saveItems(id, items);
       return null;
     }),
+  datasetRecords: (id) => attempt('datasetRecords', async () => (await lab()).datasetRecords(id)),
+  saveRecords: (id, data) =>
+    attempt('saveRecords', async () => {
+      await (await lab()).saveRecords(id, data);
+      return null;
+    }),
   deleteDataset: (id) =>
     attempt('deleteDataset', async () => {
       await (await lab()).deleteDataset(id);

@@ -2,7 +2,8 @@
 // and the tiny SD1.5-layout model: import a captioned folder (images copied in), rule-editor negatives,
 // feature preparation, TDPO runs with events, a run cancelled and resumed which then loses its GPU device
 // as it resumes (the lab opens a new device and resumes from the checkpoint), ending in the same LoRA weights as an
-// uninterrupted run; scores, export in both formats, deleting.
+// uninterrupted run; scores, export in both formats, deleting; Diffusion-DPO and Diffusion-KTO datasets
+// imported with their images and trained with their own methods.
 
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -158,4 +159,51 @@ describe('lab', () => {
     await lab.deleteRun(b);
     expect((await lab.listRuns()).length).toBe(1);
   }, 900_000); // two short runs: minutes on a loaded 2-core machine
+
+  it('imports Diffusion-DPO pairs and Diffusion-KTO labels with their images and trains each with its own method only', async () => {
+    const dir = path.join(tmp, 'preference');
+    rmSync(dir, { recursive: true, force: true });
+    (await import('node:fs')).mkdirSync(path.join(dir, 'img'), { recursive: true });
+    writeFolder(path.join(dir, 'img'));
+    const prompt = (i: number) => `a circle on the left, number ${i}`;
+    writeFileSync(path.join(dir, 'pairs.jsonl'), [0, 2].map((i) => JSON.stringify({ prompt: prompt(i), image_w: `img/disc${i}.png`, image_l: `img/disc${i + 1}.png`, source: 'test' })).join('\n'));
+    const dpo = await lab.importDataset(nodeSource(dir), 'pairs');
+    expect(dpo.dataset).toMatchObject({ kind: 'dpo', items: 2, images: 4 });
+    expect(await root.list(`datasets/${dpo.dataset.id}/images/img`)).toEqual(['disc0.png', 'disc1.png', 'disc2.png', 'disc3.png']);
+    const records = await lab.datasetRecords(dpo.dataset.id);
+    expect(records.kind === 'dpo' && records.records.map((r) => [r.imageW, r.imageL, r.extra.source])).toEqual([['img/disc0.png', 'img/disc1.png', 'test'], ['img/disc2.png', 'img/disc3.png', 'test']]);
+    // No captions to write negatives for, and no TPO method trains on it.
+    await expect(lab.datasetItems(dpo.dataset.id)).rejects.toThrow(/Diffusion-DPO pairs.*not captioned images/);
+    await expect(lab.saveItems(dpo.dataset.id, [])).rejects.toThrow(/not captioned images/);
+    await expect(lab.startRun({ ...request(), dataset: dpo.dataset.id }, () => {})).rejects.toThrow(/tdpo does not train on.*choose dpo/);
+
+    const config = { steps: 1, resolution: 64, rank: 2, lr: 1e-3, batchSize: 1, seed: 7 };
+    const settings = { holdout: 0, checkpointEvery: 1, scoreDraws: 1, dtype: 'fp32' as const };
+    const dpoRun = collector();
+    const run = await lab.startRun({ dataset: dpo.dataset.id, config: { method: 'dpo', ...config }, settings }, dpoRun.onEvent);
+    expect(await dpoRun.ended).toBe('done');
+    expect((await lab.runInfo(run)).method).toBe('dpo');
+
+    // KTO: one image of each label is the least it trains on; removing a record and saving keeps the rest.
+    rmSync(path.join(dir, 'pairs.jsonl'));
+    writeFileSync(path.join(dir, 'labels.jsonl'), [0, 1, 2].map((i) => JSON.stringify({ image: `img/disc${i}.png`, caption: prompt(i), label: i === 0 ? 'desirable' : false })).join('\n'));
+    const kto = await lab.importDataset(nodeSource(dir), 'labels');
+    expect(kto.dataset).toMatchObject({ kind: 'kto', items: 3, images: 3 });
+    const labelled = await lab.datasetRecords(kto.dataset.id);
+    if (labelled.kind !== 'kto') throw new Error('expected KTO records');
+    expect(labelled.records.map((r) => r.label)).toEqual([true, false, false]);
+    await lab.saveRecords(kto.dataset.id, { kind: 'kto', records: labelled.records.slice(0, 2) });
+    await expect(lab.saveRecords(kto.dataset.id, records)).rejects.toThrow(/holds kto records, not dpo/);
+    expect((await lab.listDatasets()).find((d) => d.id === kto.dataset.id)).toMatchObject({ kind: 'kto', items: 2, images: 2 });
+    const ktoRun = collector();
+    await lab.startRun({ dataset: kto.dataset.id, config: { method: 'kto', ...config }, settings }, ktoRun.onEvent);
+    expect(await ktoRun.ended).toBe('done');
+
+    // A project of preference data moves as one file and comes back as the same kind.
+    const project = await lab.exportProject(dpo.dataset.id);
+    const back = await lab.importProject(project.bytes, project.name);
+    expect(back.dataset).toMatchObject({ kind: 'dpo', items: 2, images: 4 });
+    expect(back.runs.length).toBe(1);
+    rmSync(dir, { recursive: true, force: true });
+  }, 600_000);
 });

@@ -1,14 +1,16 @@
 // The Data screen: import captioned images (a folder of images with .txt captions, an imagefolder
-// metadata.jsonl, a CSV, or the lab's JSONL: the layouts `tpo-lab pairs` reads) into the lab's storage, pick
-// the dataset to work on, edit or remove items in a virtualised grid (thousands of images stay smooth),
-// see the counts, and export the lab's JSONL.
+// metadata.jsonl, a CSV, or the lab's JSONL: the layouts `tpo-lab pairs` reads), or preference data (the
+// trainer's Diffusion-DPO or Diffusion-KTO JSONL with its images) into the lab's storage, pick the dataset to
+// work on, edit or remove items in a virtualised grid (thousands of images stay smooth), see the counts, and
+// export the lab's JSONL.
 
 import { useVirtualizer } from '@tanstack/react-virtual';
-import { type ChangeEvent, useEffect, useId, useRef, useState } from 'react';
+import { type ChangeEvent, type ReactNode, useEffect, useId, useRef, useState } from 'react';
 import { datasetStats } from '../../data/dataset';
+import type { DpoRecord, KtoRecord, PreferenceRecords } from '../../data/preference-records';
 import type { DatasetItem } from '../../data/types';
 import { downloadBytes } from '../download';
-import { formatCount } from '../format';
+import { datasetSize, formatCount } from '../format';
 import { useDataStore } from './store';
 import { useThumbnail } from './thumbnails';
 import { ErrorNotice } from '../ErrorNotice';
@@ -50,7 +52,9 @@ function ImportCard() {
       <h2 id="import-heading">Import images</h2>
       <p className="muted">
         Images with their captions: each image beside a <code>.txt</code> file of the same name, or a <code>metadata.jsonl</code>,
-        a CSV or the lab's JSONL with the images; or a project file exported here (a dataset with its runs). They are copied into this browser's storage for the lab, so the files you
+        a CSV or the lab's JSONL with the images; preference data as the trainer's Diffusion-DPO JSONL (<code>prompt</code>,{' '}
+        <code>image_w</code>, <code>image_l</code>) or Diffusion-KTO JSONL (<code>image</code>, <code>caption</code>, <code>label</code>) with its
+        images; or a project file exported here (a dataset with its runs). They are copied into this browser's storage for the lab, so the files you
         picked can move afterwards; nothing leaves your machine.
       </p>
       <div className="pickers">
@@ -113,6 +117,7 @@ function DatasetCard() {
   const datasets = useDataStore((s) => s.datasets);
   const current = useDataStore((s) => s.current);
   const items = useDataStore((s) => s.items);
+  const records = useDataStore((s) => s.records);
   const error = useDataStore((s) => s.error);
   const undo = useDataStore((s) => s.undo);
   const { select, deleteDataset, undoLast, exportJsonl } = useDataStore.getState();
@@ -141,7 +146,7 @@ function DatasetCard() {
             <option value="">Choose a dataset…</option>
             {datasets.map((d) => (
               <option key={d.id} value={d.id}>
-                {d.name} ({formatCount(d.items)} images)
+                {d.name} ({datasetSize(d)})
               </option>
             ))}
           </select>
@@ -157,7 +162,7 @@ function DatasetCard() {
                 type="button"
                 className="danger"
                 onClick={() => {
-                  if (confirm(`Delete the dataset ${info.name} (${info.items} images, their captions and negatives) from this browser?`)) void deleteDataset(info.id);
+                  if (confirm(`Delete the dataset ${info.name} (${datasetSize(info)}${info.kind === 'tpo' ? ', their captions and negatives' : ''}) from this browser?`)) void deleteDataset(info.id);
                 }}
               >
                 Delete dataset
@@ -175,7 +180,8 @@ function DatasetCard() {
           </button>
         </div>
       )}
-      {current && (
+      {current && records && <PreferenceView dataset={current} data={records} />}
+      {current && !records && (
         <>
           <p className="counts" aria-label="Counts">
             {formatCount(stats.items)} images · {formatCount(stats.negatives)} negatives ({stats.byStatus.pending} pending,{' '}
@@ -191,28 +197,29 @@ function DatasetCard() {
 const CELL_WIDTH = 220;
 const ROW_HEIGHT = 300;
 
-/** The items as a grid whose rows are virtualised: only the rows in view (and a few more) are in the DOM. */
-function ItemGrid({ dataset, items }: { dataset: string; items: DatasetItem[] }) {
+/**
+ * `count` cells in a grid whose rows are virtualised: only the rows in view (and a few more) are in the DOM.
+ * `cell(i)` draws the i-th cell; cells are at least `cellWidth` px wide.
+ */
+function VirtualGrid({ count, label, cell, cellWidth = CELL_WIDTH }: { count: number; label: string; cell: (index: number) => ReactNode; cellWidth?: number }) {
   const scroller = useRef<HTMLDivElement>(null);
   const [columns, setColumns] = useState(4);
   useEffect(() => {
     const el = scroller.current;
     if (!el) return;
-    const observer = new ResizeObserver(() => setColumns(Math.max(1, Math.floor(el.clientWidth / CELL_WIDTH))));
+    const observer = new ResizeObserver(() => setColumns(Math.max(1, Math.floor(el.clientWidth / cellWidth))));
     observer.observe(el);
     return () => observer.disconnect();
-  }, []);
-  const rows = Math.ceil(items.length / columns);
+  }, [cellWidth]);
+  const rows = Math.ceil(count / columns);
   const virtualizer = useVirtualizer({ count: rows, getScrollElement: () => scroller.current, estimateSize: () => ROW_HEIGHT, overscan: 3 });
 
   return (
-    <div ref={scroller} className="item-grid" role="list" aria-label="Dataset items">
+    <div ref={scroller} className="item-grid" role="list" aria-label={label}>
       <div style={{ height: virtualizer.getTotalSize(), position: 'relative' }}>
         {virtualizer.getVirtualItems().map((row) => (
           <div key={row.key} className="item-row" style={{ transform: `translateY(${row.start}px)`, height: ROW_HEIGHT, gridTemplateColumns: `repeat(${columns}, 1fr)` }}>
-            {items.slice(row.index * columns, row.index * columns + columns).map((item) => (
-              <ItemCell key={item.id} dataset={dataset} item={item} />
-            ))}
+            {Array.from({ length: Math.min(columns, count - row.index * columns) }, (_, j) => cell(row.index * columns + j))}
           </div>
         ))}
       </div>
@@ -220,8 +227,91 @@ function ItemGrid({ dataset, items }: { dataset: string; items: DatasetItem[] })
   );
 }
 
+function ItemGrid({ dataset, items }: { dataset: string; items: DatasetItem[] }) {
+  return <VirtualGrid count={items.length} label="Dataset items" cell={(i) => <ItemCell key={items[i].id} dataset={dataset} item={items[i]} />} />;
+}
+
+/** A preference dataset: its counts, and its pairs (DPO) or labelled images (KTO), each removable. */
+function PreferenceView({ dataset, data }: { dataset: string; data: PreferenceRecords }) {
+  const removeRecord = useDataStore((s) => s.removeRecord);
+  if (data.kind === 'dpo') {
+    const images = new Set(data.records.flatMap((r) => [r.imageW, r.imageL])).size;
+    return (
+      <>
+        <p className="counts" aria-label="Counts">
+          {formatCount(data.records.length)} Diffusion-DPO pairs · {formatCount(images)} images · no captions to write negatives for: train with Diffusion-DPO
+        </p>
+        <VirtualGrid
+          count={data.records.length}
+          label="Dataset pairs"
+          cellWidth={2 * CELL_WIDTH}
+          cell={(i) => <PairCell key={`${i}:${data.records[i].imageW}:${data.records[i].imageL}`} dataset={dataset} record={data.records[i]} index={i} onRemove={removeRecord} />}
+        />
+      </>
+    );
+  }
+  const desirable = data.records.filter((r) => r.label).length;
+  return (
+    <>
+      <p className="counts" aria-label="Counts">
+        {formatCount(data.records.length)} labelled images · {formatCount(desirable)} desirable · {formatCount(data.records.length - desirable)} undesirable · train with
+        Diffusion-KTO
+      </p>
+      <VirtualGrid
+        count={data.records.length}
+        label="Dataset images"
+        cell={(i) => <LabelledCell key={`${i}:${data.records[i].image}`} dataset={dataset} record={data.records[i]} index={i} onRemove={removeRecord} />}
+      />
+    </>
+  );
+}
+
+function Thumb({ dataset, image, alt }: { dataset: string; image: string; alt: string }) {
+  const url = useThumbnail(dataset, image);
+  return <div className="thumb">{url ? <img src={url} alt={alt} loading="lazy" decoding="async" /> : <span className="muted">…</span>}</div>;
+}
+
+function PairCell({ dataset, record, index, onRemove }: { dataset: string; record: DpoRecord; index: number; onRemove: (index: number) => Promise<void> }) {
+  return (
+    <div className="item pair-item" role="listitem">
+      <div className="pair-thumbs">
+        <figure>
+          <Thumb dataset={dataset} image={record.imageW} alt={`Preferred: ${record.imageW}`} />
+          <figcaption>
+            <span className="tag tag-good">preferred</span> <span title={record.imageW}>{record.imageW}</span>
+          </figcaption>
+        </figure>
+        <figure>
+          <Thumb dataset={dataset} image={record.imageL} alt={`Rejected: ${record.imageL}`} />
+          <figcaption>
+            <span className="tag tag-bad">rejected</span> <span title={record.imageL}>{record.imageL}</span>
+          </figcaption>
+        </figure>
+      </div>
+      <p className="item-caption">{record.prompt}</p>
+      <button type="button" className="small" aria-label={`Remove pair ${index + 1}`} onClick={() => void onRemove(index)}>
+        Remove
+      </button>
+    </div>
+  );
+}
+
+function LabelledCell({ dataset, record, index, onRemove }: { dataset: string; record: KtoRecord; index: number; onRemove: (index: number) => Promise<void> }) {
+  return (
+    <div className="item" role="listitem">
+      <Thumb dataset={dataset} image={record.image} alt={record.caption} />
+      <div className="item-name" title={record.image}>
+        <span className={record.label ? 'tag tag-good' : 'tag tag-bad'}>{record.label ? 'desirable' : 'undesirable'}</span> {record.image}
+      </div>
+      <p className="item-caption">{record.caption}</p>
+      <button type="button" className="small" aria-label={`Remove ${record.image} (record ${index + 1})`} onClick={() => void onRemove(index)}>
+        Remove
+      </button>
+    </div>
+  );
+}
+
 function ItemCell({ dataset, item }: { dataset: string; item: DatasetItem }) {
-  const url = useThumbnail(dataset, item.image);
   const [caption, setCaption] = useState(item.caption);
   useEffect(() => setCaption(item.caption), [item.caption]);
   const { updateCaption, removeItem } = useDataStore.getState();
@@ -230,7 +320,7 @@ function ItemCell({ dataset, item }: { dataset: string; item: DatasetItem }) {
   };
   return (
     <div className="item" role="listitem">
-      <div className="thumb">{url ? <img src={url} alt={item.caption} loading="lazy" decoding="async" /> : <span className="muted">…</span>}</div>
+      <Thumb dataset={dataset} image={item.image} alt={item.caption} />
       <div className="item-name" title={item.image}>
         {item.image}
         {item.negatives.length > 0 && <span className="muted"> · {item.negatives.length} neg.</span>}

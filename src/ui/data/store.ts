@@ -5,6 +5,7 @@
 import { create } from 'zustand';
 import { datasetStats } from '../../data/dataset';
 import { exportTrainerJsonl } from '../../data/export';
+import { formatPreferenceJsonl, type PreferenceRecords, preferenceImages } from '../../data/preference-records';
 import type { DatasetItem, ImportProblem } from '../../data/types';
 import type { DatasetInfo, EngineError } from '../../worker/api';
 import type { EngineClient } from '../../worker/client';
@@ -15,14 +16,16 @@ export interface DataStore {
   /** The dataset being worked on (its id), or null. */
   current: string | null;
   items: DatasetItem[];
+  /** A preference dataset's records (DPO pairs, KTO labels) instead of items; null for captioned images. */
+  records: PreferenceRecords | null;
   /** An import under way: images copied so far. */
   importing: { name: string; done: number; total: number } | null;
   /** Records an import left out, with why. */
   problems: ImportProblem[];
   /** The last failure of a data call, for the screen to show (cleared by the next success). */
   error: EngineError | null;
-  /** What undo() restores: the items before the last removal or bulk change. */
-  undo: { label: string; items: DatasetItem[] } | null;
+  /** What undo() restores: the items (or records) before the last removal or bulk change. */
+  undo: { label: string; items: DatasetItem[] } | { label: string; records: PreferenceRecords } | null;
   refresh(): Promise<void>;
   select(id: string | null): Promise<void>;
   importFiles(files: File[], name: string): Promise<void>;
@@ -30,9 +33,13 @@ export interface DataStore {
   setItems(items: DatasetItem[], undoLabel?: string): Promise<boolean>;
   updateCaption(itemId: string, caption: string): Promise<void>;
   removeItem(itemId: string): Promise<void>;
+  /** Replaces a preference dataset's records (saved at once), undoable like setItems. */
+  setRecords(records: PreferenceRecords, undoLabel?: string): Promise<boolean>;
+  /** Removes the record at `index` of `records`. */
+  removeRecord(index: number): Promise<void>;
   undoLast(): Promise<void>;
   deleteDataset(id: string): Promise<void>;
-  /** The items as the lab's JSONL (the `tpo-lab train` input). */
+  /** The items (or records) as the lab's JSONL (the `tpo-lab train` input). */
   exportJsonl(): string;
   /** The current dataset and its runs as one file, or null (the failure is in `error`). */
   exportProject(): Promise<{ bytes: Uint8Array; name: string } | null>;
@@ -67,6 +74,7 @@ export function createDataStore(client: () => EngineClient) {
     datasets: [],
     current: null,
     items: [],
+    records: null,
     importing: null,
     problems: [],
     error: null,
@@ -86,12 +94,19 @@ export function createDataStore(client: () => EngineClient) {
     async select(id) {
       if (id === null) {
         rememberCurrent(null);
-        return set({ current: null, items: [], undo: null });
+        return set({ current: null, items: [], records: null, undo: null });
+      }
+      const kind = get().datasets.find((d) => d.id === id)?.kind ?? 'tpo';
+      if (kind !== 'tpo') {
+        const r = await client().lab.datasetRecords(id);
+        if (!r.ok) return set({ error: r.error });
+        rememberCurrent(id);
+        return set({ current: id, items: [], records: r.value, undo: null, error: null });
       }
       const r = await client().lab.datasetItems(id);
       if (!r.ok) return set({ error: r.error });
       rememberCurrent(id);
-      set({ current: id, items: r.value, undo: null, error: null });
+      set({ current: id, items: r.value, records: null, undo: null, error: null });
     },
 
     async importFiles(files, name) {
@@ -145,10 +160,34 @@ export function createDataStore(client: () => EngineClient) {
       );
     },
 
+    async setRecords(records, undoLabel) {
+      const { current, records: before } = get();
+      if (!current || !before) return false;
+      set({ records });
+      const r = await client().lab.saveRecords(current, records);
+      if (!r.ok) {
+        set({ records: before, error: r.error });
+        return false;
+      }
+      const images = preferenceImages(records).length;
+      const datasets = get().datasets.map((d) => (d.id === current ? { ...d, items: records.records.length, images } : d));
+      set({ datasets, error: null, ...(undoLabel ? { undo: { label: undoLabel, records: before } } : {}) });
+      return true;
+    },
+
+    async removeRecord(index) {
+      const data = get().records;
+      if (!data?.records[index]) return;
+      const others = <T,>(list: T[]) => list.filter((_, i) => i !== index);
+      if (data.kind === 'dpo') await get().setRecords({ kind: 'dpo', records: others(data.records) }, `Removed the pair for “${data.records[index].prompt}”`);
+      else await get().setRecords({ kind: 'kto', records: others(data.records) }, `Removed ${data.records[index].image}`);
+    },
+
     async undoLast() {
       const { undo } = get();
       if (!undo) return;
-      if (await get().setItems(undo.items)) set({ undo: null });
+      const restored = 'records' in undo ? await get().setRecords(undo.records) : await get().setItems(undo.items);
+      if (restored) set({ undo: null });
     },
 
     async deleteDataset(id) {
@@ -159,7 +198,8 @@ export function createDataStore(client: () => EngineClient) {
     },
 
     exportJsonl() {
-      return exportTrainerJsonl(get().items);
+      const { records, items } = get();
+      return records ? formatPreferenceJsonl(records) : exportTrainerJsonl(items);
     },
 
     projectImported: null,

@@ -18,7 +18,6 @@ export function PairsScreen() {
   const current = useDataStore((s) => s.current);
   const datasets = useDataStore((s) => s.datasets);
   const refresh = useDataStore((s) => s.refresh);
-  const select = useDataStore((s) => s.select);
 
   useEffect(() => {
     void refresh();
@@ -29,19 +28,22 @@ export function PairsScreen() {
       <section className="card" aria-labelledby="pairs-heading">
         <h2 id="pairs-heading">Pairs</h2>
         <p>Import images on the Data screen first: negatives are written for a dataset's captions.</p>
-        {datasets.length > 0 && (
-          <label className="picker">
-            Or work on a dataset you imported before
-            <select value="" onChange={(e) => void select(e.target.value || null)}>
-              <option value="">Choose a dataset…</option>
-              {datasets.map((d) => (
-                <option key={d.id} value={d.id}>
-                  {d.name}
-                </option>
-              ))}
-            </select>
-          </label>
-        )}
+        <DatasetChoice />
+      </section>
+    );
+  }
+  const info = datasets.find((d) => d.id === current);
+  if (info && info.kind !== 'tpo') {
+    // Preference data already says which image is better: there is nothing to write or review here.
+    return (
+      <section className="card" aria-labelledby="pairs-heading">
+        <h2 id="pairs-heading">Pairs</h2>
+        <p role="status">
+          {info.name} holds {info.kind === 'dpo' ? 'Diffusion-DPO pairs: a preferred and a rejected image for each prompt' : 'Diffusion-KTO images labelled desirable or undesirable'}, so it
+          needs no negative captions. Train it with {info.kind === 'dpo' ? 'Diffusion-DPO' : 'Diffusion-KTO'} on the Train screen, or choose a dataset of captioned
+          images to write negatives for.
+        </p>
+        <DatasetChoice />
       </section>
     );
   }
@@ -52,6 +54,26 @@ export function PairsScreen() {
       {/* Keyed by dataset: another dataset starts a fresh list (and frees the old thumbnails). */}
       <ReviewCard key={current} dataset={current} />
     </>
+  );
+}
+
+/** Another dataset to work on: the captioned-image ones (preference data needs no negatives). */
+function DatasetChoice() {
+  const datasets = useDataStore((s) => s.datasets).filter((d) => d.kind === 'tpo');
+  const select = useDataStore((s) => s.select);
+  if (datasets.length === 0) return null;
+  return (
+    <label className="picker">
+      Or work on a dataset you imported before
+      <select value="" onChange={(e) => void select(e.target.value || null)}>
+        <option value="">Choose a dataset…</option>
+        {datasets.map((d) => (
+          <option key={d.id} value={d.id}>
+            {d.name}
+          </option>
+        ))}
+      </select>
+    </label>
   );
 }
 

@@ -10,9 +10,14 @@ import { engine } from '../engine';
 export type Split = 'train' | 'held-out';
 
 export interface PairScore {
-  /** The example's id: `image\0negative caption` for TDPO / TKTO data. */
+  /**
+   * The example's id: `image\0negative caption` for TDPO / TKTO data, `prompt\0preferred\0rejected` for
+   * Diffusion-DPO pairs, `desirable image\0caption\0undesirable image\0caption` for Diffusion-KTO.
+   */
   id: string;
+  /** The matched image (TPO), the preferred one (DPO), the desirable one (KTO). */
   image: string;
+  /** The mismatched caption (TPO), the rejected image (DPO), the undesirable image and its caption (KTO). */
   negative: string;
   principle: string;
   rewardW: number;
@@ -55,6 +60,14 @@ function summarise(pairs: PairScore[]): { accuracy: number; meanMargin: number }
   return { accuracy, meanMargin: pairs.reduce((a, p) => a + p.margin, 0) / pairs.length };
 }
 
+/** What an example's id says of its two sides (see PairScore.id); preference data has no principle. */
+function pairOf(id: string): { image: string; negative: string; principle: string } {
+  const parts = id.split('\u0000');
+  if (parts.length === 3) return { image: parts[1], negative: `${parts[2]} (rejected)`, principle: 'image pair' };
+  if (parts.length === 4) return { image: parts[0], negative: `${parts[2]}: ${parts[3]} (undesirable)`, principle: 'labels' };
+  return { image: parts[0], negative: parts[1] ?? '', principle: 'unknown' };
+}
+
 export function createScoresStore(client: () => EngineClient) {
   return create<ScoresStore>()((set, get) => ({
     run: null,
@@ -72,12 +85,10 @@ export function createScoresStore(client: () => EngineClient) {
       const lines: ScoresStore['lines'] = [];
       for (const row of scores.value) {
         if (row.summary || typeof row.id !== 'string' || typeof row.margin !== 'number') continue;
-        const [image, negative = ''] = row.id.split('\u0000');
         lines.push({
           id: row.id,
-          image,
-          negative,
-          principle: typeof row.principle === 'string' ? row.principle : 'unknown',
+          ...pairOf(row.id),
+          ...(typeof row.principle === 'string' ? { principle: row.principle } : {}),
           rewardW: Number(row.rewardW),
           rewardL: Number(row.rewardL),
           margin: row.margin,

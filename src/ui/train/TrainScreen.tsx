@@ -8,7 +8,8 @@ import { useModelStore } from '../model/store';
 import { Chart } from './Chart';
 import { type PresetName, type RunView, type TrainForm, type TrainMethod, formFor, useTrainStore } from './store';
 import { ErrorNotice } from '../ErrorNotice';
-import { formatBytes } from '../format';
+import { datasetSize, formatBytes, formatCount } from '../format';
+import { METHODS_FOR } from '../../tpo/examples';
 import type { RunInfo } from '../../worker/api';
 
 interface Field {
@@ -54,6 +55,8 @@ const METHOD_HELP: Record<TrainMethod, string> = {
   tdpo: 'TDPO: prefers each image under its own caption over a subtly wrong one (pairs).',
   tkto: 'TKTO: the same preference, judged per caption against a reference point (no pairing needed).',
   sft: 'SFT: plain fine-tuning on the right captions only (a baseline).',
+  dpo: 'Diffusion-DPO: prefers the preferred image of each pair over the rejected one, under their prompt.',
+  kto: 'Diffusion-KTO: makes desirable images likelier and undesirable ones less likely, each under its caption.',
 };
 
 export function TrainScreen() {
@@ -81,12 +84,26 @@ function SettingsCard() {
   const methodId = useId();
   const stepsId = useId();
   const modelOpen = model.status === 'open' || (model.status === 'error' && model.previous !== null);
+  // The methods this data trains with: captions with negatives (TDPO, TKTO, SFT), image pairs (DPO), labels (KTO).
+  const kind = dataset?.kind ?? 'tpo';
+  const methods = METHODS_FOR[kind];
+  const chooseMethod = (method: TrainMethod) => {
+    // The method's own defaults (β and κ differ), keeping the length of the run and the preview prompts.
+    const f = useTrainStore.getState().form;
+    setForm({ ...formFor(method), steps: f.steps, previewPrompts: f.previewPrompts });
+  };
+  // Once the dataset is known: a method it cannot train with (the last one used, on other data) gives way.
+  useEffect(() => {
+    if (dataset && !methods.includes(form.method)) chooseMethod(methods[0]);
+  });
 
   return (
     <section className="card" aria-labelledby="train-heading">
       <h2 id="train-heading">Train</h2>
       <p className="muted">
-        {dataset ? `Dataset: ${dataset.name} (${dataset.items} images, ${dataset.stats.negatives} negatives).` : 'Choose a dataset on the Data screen.'}{' '}
+        {dataset
+          ? `Dataset: ${dataset.name} (${datasetSize(dataset)}${dataset.kind === 'tpo' ? `, ${formatCount(dataset.stats.negatives)} negatives` : ''}).`
+          : 'Choose a dataset on the Data screen.'}{' '}
         {modelOpen ? '' : 'Open a model on the Model screen.'}
       </p>
       <div className="form-grid">
@@ -95,15 +112,13 @@ function SettingsCard() {
           <select
             id={methodId}
             value={form.method}
-            onChange={(e) => {
-              // The method's own defaults (β and κ differ), keeping the length of the run.
-              const method = e.target.value as TrainMethod;
-              setForm({ ...formFor(method), steps: form.steps, previewPrompts: form.previewPrompts });
-            }}
+            onChange={(e) => chooseMethod(e.target.value as TrainMethod)}
           >
-            <option value="tdpo">tdpo</option>
-            <option value="tkto">tkto</option>
-            <option value="sft">sft</option>
+            {(methods.includes(form.method) ? methods : [...methods, form.method]).map((m) => (
+              <option key={m} value={m}>
+                {m}
+              </option>
+            ))}
           </select>
         </div>
         <div className="field">
@@ -122,7 +137,7 @@ function SettingsCard() {
       <details className="all-settings">
         <summary>All settings</summary>
         <div className="settings-list">
-          {FIELDS.map((f) => (
+          {FIELDS.filter((f) => f.key !== 'negatives' || kind === 'tpo').map((f) => (
             <SettingField key={f.key} field={f} form={form} setForm={setForm} />
           ))}
         </div>

@@ -10,7 +10,7 @@ import type { EngineClient } from '../../worker/client';
 import { useDataStore } from '../data/store';
 import { engine } from '../engine';
 
-export type TrainMethod = 'tdpo' | 'tkto' | 'sft';
+export type TrainMethod = TrainConfig['method'];
 export type PresetName = 'quick' | 'default' | 'careful';
 
 export interface TrainForm {
