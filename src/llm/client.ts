@@ -347,7 +347,7 @@ export class ChatClient {
       e.retryAfterMs = parseRetryAfter(response.headers.get('retry-after'));
       throw e;
     }
-    const hint = status === 401 || status === 403 ? ' (check the API key and its environment variable)' : status === 404 ? ' (check the base URL and the model name)' : '';
+    const hint = status === 401 || status === 403 ? ' (check the API key)' : status === 404 ? ' (check the base URL and the model name)' : '';
     throw new LlmError('http', message + hint, { status });
   }
 

@@ -283,6 +283,9 @@ describe('the Pairs screen', () => {
     const mix = page.getByRole('group', { name: 'Mix template' });
     const template = mix.getByRole('textbox');
     await template.fill(`${await template.inputValue()}\nPrefer a colour change.`);
+    // Kept on this device (only what differs from the defaults), so a reload keeps the edit.
+    const savedTemplates = () => page.evaluate(() => localStorage.getItem('tpo-lab.pairs.llm-templates'));
+    expect(JSON.parse((await savedTemplates()) ?? '{}')).toEqual({ mix: expect.stringContaining('Prefer a colour change.') });
 
     // Each caption has one live negative (the rejected one does not count): two per caption asks for one
     // more for three of them, and two for the caption whose negative was rejected.
@@ -297,6 +300,7 @@ describe('the Pairs screen', () => {
     expect(prompts.every((p) => p.includes('Prefer a colour change.'))).toBe(true);
     await mix.getByRole('button', { name: 'Reset to default' }).click();
     expect(await template.inputValue()).not.toContain('Prefer a colour change.');
+    expect(await savedTemplates()).toBeNull();
     await page.getByText('Prompt templates').click();
     await screenshots('pairs-llm');
 
@@ -540,4 +544,33 @@ describe('projects', () => {
     await page.getByRole('alert').filter({ hasText: 'is not a TPO Lab project' }).waitFor();
     expect(unexpectedLog(), describeLog(b.log)).toEqual([]);
   }, 300_000);
+});
+
+describe('preference data', () => {
+  it('imports Diffusion-DPO pairs with their images, shows each pair, and offers only Diffusion-DPO to train them', async () => {
+    await tab('Data');
+    const files = discFiles().filter((f) => f.endsWith('.png'));
+    const data = path.join(tmp, 'pairs.jsonl');
+    writeFileSync(data, [0, 2].map((i) => JSON.stringify({ prompt: `a circle, pair ${i}`, image_w: `disc${i}.png`, image_l: `disc${i + 1}.png` })).join('\n'));
+    await page.getByLabel('Dataset name').fill('pairs');
+    await page.getByLabel('Images', { exact: true }).setInputFiles([data, ...files]);
+    const counts = page.getByLabel('Counts');
+    await counts.filter({ hasText: '2 Diffusion-DPO pairs · 4 images' }).waitFor({ timeout: 60_000 });
+    await page.getByRole('img', { name: 'Preferred: disc2.png' }).waitFor();
+    await page.getByRole('img', { name: 'Rejected: disc3.png' }).waitFor();
+    await page.getByRole('button', { name: 'Remove pair 1' }).click();
+    await counts.filter({ hasText: '1 Diffusion-DPO pair ·' }).waitFor();
+    await page.getByRole('button', { name: 'Undo' }).click();
+    await counts.filter({ hasText: '2 Diffusion-DPO pairs' }).waitFor();
+    await screenshots('data-dpo');
+
+    await tab('Pairs');
+    await page.getByRole('status').filter({ hasText: 'holds Diffusion-DPO pairs' }).waitFor();
+    expect(await page.getByRole('button', { name: 'Generate negatives' }).count()).toBe(0);
+    await tab('Train');
+    const method = page.getByRole('combobox', { name: 'Method', exact: true });
+    await expect.poll(() => method.inputValue()).toBe('dpo');
+    expect(await method.locator('option').allInnerTexts()).toEqual(['dpo']);
+    expect(unexpectedLog(), describeLog(b.log)).toEqual([]);
+  }, 180_000);
 });

@@ -239,7 +239,7 @@ function PreferenceView({ dataset, data }: { dataset: string; data: PreferenceRe
     return (
       <>
         <p className="counts" aria-label="Counts">
-          {formatCount(data.records.length)} Diffusion-DPO pairs · {formatCount(images)} images · no captions to write negatives for: train with Diffusion-DPO
+          {formatCount(data.records.length)} Diffusion-DPO {data.records.length === 1 ? 'pair' : 'pairs'} · {formatCount(images)} images · train with Diffusion-DPO
         </p>
         <VirtualGrid
           count={data.records.length}

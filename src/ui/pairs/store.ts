@@ -120,6 +120,34 @@ function saveForm(form: LlmForm): void {
   }
 }
 
+/** The prompt templates the user edited (kept on this device), over the defaults. */
+const TEMPLATES_KEY = 'tpo-lab.pairs.llm-templates';
+
+function loadTemplates(): PromptTemplates {
+  const templates = defaultTemplates();
+  let saved: Record<string, unknown> = {};
+  try {
+    saved = JSON.parse(storage()?.getItem(TEMPLATES_KEY) ?? '{}') as Record<string, unknown>;
+  } catch {
+    // An unreadable entry is replaced on the next edit.
+  }
+  for (const key of Object.keys(templates) as (keyof PromptTemplates)[]) if (typeof saved[key] === 'string') templates[key] = saved[key];
+  return templates;
+}
+
+/** Keeps only the templates that differ from the defaults, so a later version's new defaults still arrive. */
+function saveTemplates(templates: PromptTemplates): void {
+  const defaults = defaultTemplates();
+  const edited = Object.fromEntries(Object.entries(templates).filter(([k, v]) => defaults[k as keyof PromptTemplates] !== v));
+  try {
+    const s = storage();
+    if (Object.keys(edited).length) s?.setItem(TEMPLATES_KEY, JSON.stringify(edited));
+    else s?.removeItem(TEMPLATES_KEY);
+  } catch {
+    // Storage full or refused: the templates still hold for this tab.
+  }
+}
+
 /** The request's LLM settings from the form. */
 export function llmSettings(form: LlmForm, templates: PromptTemplates): LlmSettings {
   return {
@@ -152,7 +180,7 @@ export function createPairsStore(client: () => EngineClient, origin: () => strin
     llm: loadForm(),
     principles: ['mix'],
     perCaption: 1,
-    templates: defaultTemplates(),
+    templates: loadTemplates(),
     connection: { status: 'idle' },
     job: { status: 'idle' },
     filter: { principle: 'all', status: 'all' },
@@ -182,11 +210,13 @@ export function createPairsStore(client: () => EngineClient, origin: () => strin
     },
 
     setTemplate(key, text) {
-      set({ templates: { ...get().templates, [key]: text } });
+      const templates = { ...get().templates, [key]: text };
+      saveTemplates(templates);
+      set({ templates });
     },
 
     resetTemplate(key) {
-      set({ templates: { ...get().templates, [key]: defaultTemplates()[key] } });
+      get().setTemplate(key, defaultTemplates()[key]);
     },
 
     setFilter(patch) {
