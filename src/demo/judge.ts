@@ -219,7 +219,7 @@ function mismatches(want: ParsedShape, got: ObservedShape): number {
  */
 function matchShapes(prompt: ParsedShapesPrompt, seen: ObservedShape[]): (ObservedShape | null)[] {
   const candidates = seen.slice(0, 4);
-  if (prompt.shapes.length === 1) {
+  if ('position' in prompt) {
     let best: ObservedShape | null = null;
     for (const c of candidates) if (!best || mismatches(prompt.shapes[0], c) < mismatches(prompt.shapes[0], best)) best = c;
     return [best];
