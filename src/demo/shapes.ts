@@ -290,7 +290,12 @@ function randomScene(rand: () => number, forced?: Shape): ShapesScene {
   const two = rand() < 0.5;
   const shapes: Shape[] = two ? [shape(), shape()] : [shape()];
   // The held-out pair goes in a random slot, so it is seen as the first and as the second shape.
-  if (forced) shapes[Math.floor(rand() * shapes.length)] = forced;
+  const slot = Math.floor(rand() * shapes.length);
+  if (forced) shapes[slot] = forced;
+  // Two shapes differ in kind or colour: two red circles "on the left of" each other would look the same
+  // either way round, so neither the relation nor its negative would mean anything.
+  const other = slot === 0 ? 1 : 0;
+  while (two && shapes[0].kind === shapes[1].kind && shapes[0].colour === shapes[1].colour) shapes[other] = shape();
   const background = pick(
     rand,
     SHAPE_COLOURS.filter((c) => shapes.every((s) => s.colour !== c)),
