@@ -6,9 +6,9 @@
 // Built to survive what a small diffusion model draws: blurry edges, noise, slightly off colours. Pixels
 // are named by their nearest palette colour only when they are close to it (blurred edges between two
 // colours are left unnamed); the background is the colour most of the border has; shapes are connected
-// regions of one non-background colour; a shape's kind comes from how much of its bounding box it fills
-// (square 1, circle pi/4, triangle 1/2) and how low its mass sits in the box (a triangle pointing up is
-// heavier at the bottom); its size from its extent; its position from its box's centre.
+// regions of one non-background colour; a shape's kind comes from how its mass leans (a triangle pointing
+// up is heavier at its base) and how far it reaches along the diagonals (a square's corners); its size
+// from its extent; its position from its box's centre.
 
 import type { RgbaImage } from '../data/pixels';
 import {
@@ -37,6 +37,9 @@ const MIN_SHAPE_AREA = 0.006;
 /** Extent (the longer side of the box, as a fraction of the image side) between small (0.22) and large (0.375). */
 const LARGE_EXTENT = 19 / 64;
 
+/** The fraction of its bounding box each kind fills. */
+const IDEAL_FILL: Record<ShapeKind, number> = { circle: Math.PI / 4, square: 1, triangle: 0.5 };
+
 /** A single shape whose centre is this close (as a fraction of the side) to the image centre is "in the center". */
 const CENTER_RADIUS = 0.125;
 
@@ -50,10 +53,12 @@ export interface ObservedShape {
   cy: number;
   /** Pixels in the region, as a fraction of the image. */
   area: number;
-  /** Fraction of the bounding box the region fills. */
+  /** Fraction of the bounding box the region fills (square 1, circle 0.79, triangle 0.5). */
   fill: number;
-  /** Height of the mass centre in the box, 0 top to 1 bottom (0.5 for a circle or square, 2/3 for an upright triangle). */
-  massY: number;
+  /** Skewness of the region's rows (upright triangle about -0.57, circle and square 0). */
+  skewY: number;
+  /** Extent along the diagonals over extent along the axes (square 1.41, circle 1). */
+  diagonal: number;
 }
 
 export interface Observation {
@@ -77,20 +82,49 @@ function nearestColour(r: number, g: number, b: number): { index: number; distan
   return { index, distance: Math.sqrt(best) };
 }
 
-/** A region's kind from its fill ratio and mass height; thresholds halfway between the ideal shapes' values, measured under blur. */
-function classifyKind(fill: number, massY: number): ShapeKind {
-  if (fill < 0.64 || massY > 0.585) return 'triangle';
-  return fill > 0.9 ? 'square' : 'circle';
+/**
+ * A region's kind from two measures that ragged, blurred or noisy edges barely move (unlike its bounding
+ * box, which one stray pixel widens). An upright triangle's mass leans to its base: the skewness of its
+ * rows is about -0.57 (a triangular distribution), a circle's or square's 0. A square reaches 1.41 times
+ * further along its diagonals than along its axes, a circle 1; blur rounds a square's corners to about 1.3.
+ */
+function classifyKind(skewY: number, diagonal: number): ShapeKind {
+  if (skewY < -0.28) return 'triangle';
+  return diagonal > 1.2 ? 'square' : 'circle';
 }
 
 /** The background and the shapes of an image (RGBA, any size; alpha is ignored). */
 export function observeShapes(image: RgbaImage): Observation {
   const { width: w, height: h, data } = image;
   // Each pixel's palette index, or -1 when it is near none (an edge between two colours, or off-palette).
-  const label = new Int8Array(w * h);
+  const raw = new Int8Array(w * h);
   for (let i = 0; i < w * h; i++) {
     const { index, distance } = nearestColour(data[i * 4], data[i * 4 + 1], data[i * 4 + 2]);
-    label[i] = distance <= NAMING_DISTANCE ? index : -1;
+    raw[i] = distance <= NAMING_DISTANCE ? index : -1;
+  }
+  // Each pixel takes the colour most of its 3 x 3 neighbourhood has (at least 5 of the 9), else none: noise
+  // on a blurred edge names pixels at random, and the ragged border it leaves would widen a shape's box
+  // and hide its kind. Edge pixels count the neighbours the image has.
+  const label = new Int8Array(w * h);
+  const votes = new Int32Array(SHAPE_COLOURS.length);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      votes.fill(0);
+      let n = 0;
+      for (let dy = -1; dy <= 1; dy++) {
+        for (let dx = -1; dx <= 1; dx++) {
+          const sx = x + dx;
+          const sy = y + dy;
+          if (sx < 0 || sy < 0 || sx >= w || sy >= h) continue;
+          n++;
+          const l = raw[sy * w + sx];
+          if (l >= 0) votes[l]++;
+        }
+      }
+      let best = 0;
+      for (let k = 1; k < votes.length; k++) if (votes[k] > votes[best]) best = k;
+      label[y * w + x] = votes[best] * 2 > n ? best : -1;
+    }
   }
 
   // Background: the colour of most of a frame 1/32 of the side thick (2 px at 64 px).
@@ -117,6 +151,13 @@ export function observeShapes(image: RgbaImage): Observation {
     if (l < 0 || l === bgIndex || seen[start]) continue;
     let n = 0;
     let sumY = 0;
+    let sumY2 = 0;
+    let sumY3 = 0;
+    // Extremes along the diagonals, x + y and x - y.
+    let u0 = Infinity;
+    let u1 = -Infinity;
+    let v0 = Infinity;
+    let v1 = -Infinity;
     let x0 = w;
     let x1 = -1;
     let y0 = h;
@@ -130,6 +171,12 @@ export function observeShapes(image: RgbaImage): Observation {
       const y = (p - x) / w;
       n++;
       sumY += y;
+      sumY2 += y * y;
+      sumY3 += y * y * y;
+      u0 = Math.min(u0, x + y);
+      u1 = Math.max(u1, x + y);
+      v0 = Math.min(v0, x - y);
+      v1 = Math.max(v1, x - y);
       if (x < x0) x0 = x;
       if (x > x1) x1 = x;
       if (y < y0) y0 = y;
@@ -149,16 +196,25 @@ export function observeShapes(image: RgbaImage): Observation {
     const bw = x1 - x0 + 1;
     const bh = y1 - y0 + 1;
     const fill = n / (bw * bh);
-    const massY = (sumY / n - y0 + 0.5) / bh;
+    const meanY = sumY / n;
+    const varY = sumY2 / n - meanY * meanY;
+    const skewY = varY > 0 ? (sumY3 / n - 3 * meanY * varY - meanY ** 3) / varY ** 1.5 : 0;
+    // Extents in pixels: a pixel is 1 wide along an axis and sqrt(2) along a diagonal (2 in units of x + y).
+    const diagonal = (u1 - u0 + 2 + (v1 - v0 + 2)) / Math.SQRT2 / (bw + bh);
+    const kind = classifyKind(skewY, diagonal);
+    // Extent: the box's, or the side a shape of this kind and area has, whichever is larger; blur eats a
+    // triangle's sharp base corners, which shortens its box but takes little of its area.
+    const extent = Math.max(bw / w, bh / h, Math.sqrt(n / IDEAL_FILL[kind] / (w * h)));
     shapes.push({
-      kind: classifyKind(fill, massY),
+      kind,
       colour: SHAPE_COLOURS[l],
-      size: Math.max(bw / w, bh / h) > LARGE_EXTENT ? 'large' : 'small',
+      size: extent > LARGE_EXTENT ? 'large' : 'small',
       cx: (x0 + x1 + 1) / 2 / w,
       cy: (y0 + y1 + 1) / 2 / h,
       area: n / (w * h),
       fill,
-      massY,
+      skewY,
+      diagonal,
     });
   }
   shapes.sort((a, b) => b.area - a.area);
