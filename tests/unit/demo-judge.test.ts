@@ -39,6 +39,12 @@ function blur3(img: RgbaImage): RgbaImage {
   return { width: w, height: h, data: out };
 }
 
+/** Colours pulled a fraction `amount` of the way to mid-grey: a washed-out sample. */
+function washOut(img: RgbaImage, amount: number): RgbaImage {
+  const data = img.data.map((v, i) => (i % 4 === 3 ? v : Math.round(v + (128 - v) * amount)));
+  return { ...img, data };
+}
+
 const CONDITIONS: [string, (img: RgbaImage, i: number) => RgbaImage][] = [
   ['clean', (img) => img],
   ['noise sigma 12', (img, i) => addNoise(img, 12, i)],
@@ -46,11 +52,17 @@ const CONDITIONS: [string, (img: RgbaImage, i: number) => RgbaImage][] = [
   ['3x3 blur + noise sigma 12', (img, i) => addNoise(blur3(img), 12, i)],
 ];
 
+/** Harsher than the demo model's samples should be: two blurs (a 5 x 5 tent), colours 25% washed out, noise sigma 20. */
+const STRESS: [string, (img: RgbaImage, i: number) => RgbaImage] = [
+  'two 3x3 blurs + 25% washed out + noise sigma 20',
+  (img, i) => addNoise(washOut(blur3(blur3(img)), 0.25), 20, i),
+];
+
 describe('shapes judge on the generator\'s images', () => {
   // 200 training and 100 held-out images; the numbers printed here are the ones the README quotes.
   const items = [...shapesDataset({ seed: 11, count: 200 }), ...shapesDataset({ seed: 11, count: 100, split: 'heldout' })];
 
-  for (const [name, distort] of CONDITIONS) {
+  for (const [name, distort] of [...CONDITIONS, STRESS]) {
     it(`finds at least 95% of the facts (${name})`, () => {
       const judgements = items.map((item, i) => judgeShapes(distort(item.image, i), item.caption));
       const summary = summarizeJudgements(judgements);
@@ -60,7 +72,9 @@ describe('shapes judge on the generator\'s images', () => {
       console.log(`judge, ${name}: ${summary.facts.shown}/${summary.facts.total} facts (${(100 * summary.facts.rate).toFixed(2)}%), mean score ${summary.meanScore.toFixed(4)}; ${perKind}`);
       expect(summary.images).toBe(300);
       expect(summary.facts.rate).toBeGreaterThanOrEqual(0.95);
-      for (const t of Object.values(summary.byKind)) expect(t.rate).toBeGreaterThanOrEqual(0.95);
+      // Under stress the kind of small shapes goes first (about 94% measured); every other condition keeps each kind of fact at 95%.
+      const floor = name === STRESS[0] ? 0.9 : 0.95;
+      for (const t of Object.values(summary.byKind)) expect(t.rate).toBeGreaterThanOrEqual(floor);
     });
   }
 
