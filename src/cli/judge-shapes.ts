@@ -119,7 +119,8 @@ async function runJudgeShapes(argv: string[], io: CliIO): Promise<number> {
   for (const j of judged) {
     const shown = j.facts.filter((f) => f.shown).length;
     const missed = j.facts.filter((f) => !f.shown).map((f) => `${f.fact} (saw ${f.observed})`);
-    io.stdout.write(`${j.file.padEnd(width)}${j.score.toFixed(2).padEnd(7)}${`${shown}/${j.facts.length}`.padEnd(7)}${missed.join('; ')}\n`);
+    const row = `${j.file.padEnd(width)}${j.score.toFixed(2).padEnd(7)}${`${shown}/${j.facts.length}`.padEnd(7)}${missed.join('; ')}`;
+    io.stdout.write(`${row.trimEnd()}\n`);
   }
   for (const s of skipped) io.stderr.write(`skipped ${s.file}: ${s.reason}\n`);
   const pct = (t: { shown: number; total: number; rate: number }) => `${(100 * t.rate).toFixed(1)}% (${t.shown}/${t.total})`;

@@ -77,7 +77,7 @@ describe('tpo-lab judge-shapes', () => {
     const r = await runCli(['judge-shapes', '--images', 'data'], { cwd: d.dir });
     expect(r.status, r.err).toBe(0);
     expect(r.out).toMatch(/^file\s+score\s+facts\s+not shown\n/);
-    expect(r.out).toMatch(/shape-00000\.png\s+1\.00\s+\d+\/\d+\s*\n/);
+    expect(r.out).toMatch(/shape-00000\.png\s+1\.00\s+\d+\/\d+\n/);
     expect(r.out).toMatch(/mean score 1\.000 over 10 images\n/);
     expect(r.out).toMatch(/facts shown: 100\.0% \(\d+\/\d+\)/);
     expect(r.out).toMatch(/by kind of fact: kind 100\.0% .*background 100\.0% \(10\/10\)/);

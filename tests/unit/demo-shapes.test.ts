@@ -160,11 +160,11 @@ describe('shapes world: the rule editor\'s negatives', () => {
     return diff;
   }
 
-  it('swaps a kind (content), a colour or size (attribute), a position (spatial): each negative differs in that fact only', async () => {
+  it('swaps a kind (content), a colour or size (attribute), a position (spatial), the background (context): each negative differs in that fact only', async () => {
     const editor = new RuleCaptionEditor({ seed: 5 });
-    const expectedChange = { content: ['kind'], attribute: ['colour', 'size', 'background'], spatial: ['position'] } as const;
+    const expectedChange = { content: ['kind'], attribute: ['colour', 'size', 'background'], spatial: ['position'], context: ['background'] } as const;
     const captions = scenes('train', 60).map((s) => shapesCaption(s));
-    for (const principle of ['content', 'attribute', 'spatial'] as const) {
+    for (const principle of ['content', 'attribute', 'spatial', 'context'] as const) {
       let parsed = 0;
       let edited = 0;
       for (const caption of captions) {
