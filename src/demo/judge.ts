@@ -8,7 +8,7 @@
 // colours are left unnamed); the background is the colour most of the border has; shapes are connected
 // regions of one non-background colour; a shape's kind comes from how its mass leans (a triangle pointing
 // up is heavier at its base) and how far it reaches along the diagonals (a square's corners); its size
-// from its extent; its position from its box's centre.
+// from its extent and area; its position from its box's centre.
 
 import type { RgbaImage } from '../data/pixels';
 import {
