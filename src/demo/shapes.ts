@@ -5,8 +5,8 @@
 //
 // Every word a caption uses is one the rule editor (src/llm/rules.ts) knows how to swap, so its mismatched
 // negatives stay meaningful here: kinds (circle / square / triangle) are content nouns, colours and sizes
-// are attribute words, left / right / top / bottom / above / below are spatial words, the background's
-// colour is a context word. shapesCaption's comment names the gaps.
+// are attribute words, left / right / top / bottom / above / below are spatial words. shapesCaption's
+// comment names the gaps.
 //
 // Platform-free (no node: imports): the app can build the demo data set in the browser too.
 
@@ -101,11 +101,12 @@ function shapePhrase(s: Shape, sizes: boolean): string {
  * background" or "a large green triangle at the top, on a black background".
  *
  * Rule-editor coverage (src/llm/rules.ts): circle/square/triangle (content, group "shapes"), the colours and
- * small/large (attribute: "colour", "size"), left/right, top/bottom, above (spatial) and "white background"
- * and the other backdrops (context, group "backdrop") all swap. Two gaps: "center" is in no spatial list, so
- * a centred shape has no spatial negative (only the weak "on" of "on a ... background" could change); and
- * the content and colour lists hold words outside this world ("star", "pink"), so some negatives name a
- * shape or colour the demo never draws (still mismatched, but the judge cannot read them).
+ * small/large (attribute: "colour", "size"), left/right, top/bottom, above (spatial) all swap. Gaps: no
+ * context list names a background colour, so the background changes only under the attribute principle
+ * (its colour word) and a context edit appends a setting ("at night"); "center" is in no spatial list, so a
+ * centred shape has no real spatial negative (only the weak "on" of "on a ... background" changes); and the
+ * content and colour lists hold words outside this world ("star", "pink"), so some negatives name a shape or
+ * colour the demo never draws (still mismatched, but the judge cannot read them).
  */
 export function shapesCaption(scene: ShapesScene, options: CaptionOptions = {}): string {
   const sizes = options.sizes ?? true;

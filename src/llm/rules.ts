@@ -98,8 +98,6 @@ const CONTEXT_GROUPS: Record<string, string> = {
   light: 'bright|brightly lit|well-lit,dark|dim|dimly lit,sunlit,moonlit,candlelit|candle-lit,neon-lit',
   place: 'mars,the moon',
   background: 'studio,outer space|space',
-  // A plain backdrop's colour is the setting of product shots, portraits and the shapes-world demo.
-  backdrop: 'white background,black background,gray background|grey background,red background,green background,blue background,yellow background',
 };
 
 /** "on": too often not spatial ("on a sunny day", "on mars", "trending on artstation"), hence weak. */
