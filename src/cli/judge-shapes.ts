@@ -7,7 +7,7 @@ import path from 'node:path';
 import { InputError } from '../app/errors';
 import { decodeImageNode } from '../data/decode-node';
 import { readPngText } from '../data/png-text';
-import { type FactCheck, judgeShapes, summarizeJudgements } from '../demo/judge';
+import { type FactCheck, type JudgeSummary, judgeShapes, summarizeJudgements } from '../demo/judge';
 import { formatHelp, type OptionTable, parseOptions, stringOpt, UsageError } from './args';
 import type { Command } from './command';
 import type { CliIO } from './io';
@@ -20,12 +20,14 @@ const OPTIONS: OptionTable = {
 
 const USAGE = 'tpo-lab judge-shapes --images DIR [--json]';
 
-const DESCRIPTION = `Checks each image of a folder against its shapes-world prompt: for every fact of the prompt (each
-shape's kind, colour, size and position, and the background), whether the image shows it. An image's score
-is the fraction of its facts shown. Prints each image's score and the facts it misses, then the mean score
-and the fraction of facts shown overall and per kind of fact. A PNG's prompt is read from the .txt file of
-the same name beside it, else from its "tpo-lab" or "parameters" text (what 'tpo-lab sample' writes).
-PNGs without a prompt, or whose prompt is not a shapes-world caption, are listed as skipped.`;
+const DESCRIPTION = `Checks each image of a folder against its shapes-world prompt: for every fact of the
+prompt (each shape's kind, colour, size and position, and the background), whether the image shows it. An
+image's score is the fraction of its facts shown. Prints each image's score and the facts it misses, then
+the mean score and the fraction of facts shown overall and per kind of fact, and for the base model's and
+the LoRA's images apart when 'tpo-lab sample --compare' wrote them (*-base.png, *-lora.png). A PNG's
+prompt is read from the .txt file of the same name beside it, else from its "tpo-lab" or "parameters" text
+(what 'tpo-lab sample' writes). PNGs without a prompt, or whose prompt is not a shapes-world caption, are
+listed as skipped.`;
 
 export const judgeShapesCommand: Command = {
   name: 'judge-shapes',
@@ -109,9 +111,16 @@ async function runJudgeShapes(argv: string[], io: CliIO): Promise<number> {
     throw new InputError(`--images ${imagesArg}: no PNG with a shapes-world prompt to judge${why}`);
   }
   const summary = summarizeJudgements(judged);
+  // `tpo-lab sample --compare` names the base model's images NNN-SEED-base.png and the LoRA's -lora.png:
+  // their summaries side by side are the before and after of a run.
+  const variants: Record<string, JudgeSummary> = {};
+  for (const variant of ['base', 'lora']) {
+    const group = judged.filter((j) => j.file.toLowerCase().endsWith(`-${variant}.png`));
+    if (group.length) variants[variant] = summarizeJudgements(group);
+  }
 
   if (values.json === true) {
-    io.stdout.write(`${JSON.stringify({ images: judged, skipped, summary }, null, 2)}\n`);
+    io.stdout.write(`${JSON.stringify({ images: judged, skipped, summary, variants }, null, 2)}\n`);
     return 0;
   }
   const width = Math.max(4, ...judged.map((j) => j.file.length)) + 2;
@@ -124,14 +133,18 @@ async function runJudgeShapes(argv: string[], io: CliIO): Promise<number> {
   }
   for (const s of skipped) io.stderr.write(`skipped ${s.file}: ${s.reason}\n`);
   const pct = (t: { shown: number; total: number; rate: number }) => `${(100 * t.rate).toFixed(1)}% (${t.shown}/${t.total})`;
-  const byKind = Object.entries(summary.byKind)
-    .filter(([, t]) => t.total > 0)
-    .map(([k, t]) => `${k} ${pct(t)}`)
-    .join(', ');
+  const byKind = (sum: JudgeSummary) =>
+    Object.entries(sum.byKind)
+      .filter(([, t]) => t.total > 0)
+      .map(([k, t]) => `${k} ${pct(t)}`)
+      .join(', ');
   io.stdout.write(
     `\nmean score ${summary.meanScore.toFixed(3)} over ${summary.images} image${summary.images === 1 ? '' : 's'}${skipped.length ? ` (${skipped.length} skipped)` : ''}\n` +
       `facts shown: ${pct(summary.facts)}\n` +
-      `by kind of fact: ${byKind}\n`,
+      `by kind of fact: ${byKind(summary)}\n`,
   );
+  for (const [variant, v] of Object.entries(variants)) {
+    io.stdout.write(`${variant === 'base' ? 'base model' : 'LoRA'} (*-${variant}.png): mean score ${v.meanScore.toFixed(3)} over ${v.images}; ${byKind(v)}\n`);
+  }
   return 0;
 }

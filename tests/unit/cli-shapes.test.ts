@@ -87,6 +87,7 @@ describe('tpo-lab judge-shapes', () => {
     expect(report.skipped).toEqual([]);
     expect(report.summary.meanScore).toBe(1);
     expect(report.summary.byKind.background.total).toBe(10);
+    expect(r.out).not.toMatch(/base model|LoRA/);
   });
 
   it('reads prompts from tpo-lab sample\'s PNG text, reports the facts an image misses, skips what it cannot judge', async () => {
@@ -113,6 +114,24 @@ describe('tpo-lab judge-shapes', () => {
     expect(r.out).toMatch(/background 50\.0% \(1\/2\)/);
     expect(r.err).toMatch(/skipped 002-grid\.png: no prompt/);
     expect(r.err).toMatch(/skipped 003\.png: not a shapes-world prompt: "a photo of a cat"/);
+  });
+
+  it('summarises the base model\'s and the LoRA\'s images apart, as tpo-lab sample --compare names them', async () => {
+    const d = temp();
+    const scene: ShapesScene = { shapes: [{ kind: 'square', colour: 'blue', size: 'small' }], position: 'top', background: 'yellow' };
+    const prompt = shapesCaption(scene);
+    // The base model draws the square at the bottom, the LoRA where the prompt says.
+    const base = renderShapes({ ...scene, position: 'bottom' });
+    const lora = renderShapes(scene);
+    d.write('cmp/000-1-base.png', encodePng(base.data, 64, 64, { 'tpo-lab': JSON.stringify({ prompt, seed: 1 }) }));
+    d.write('cmp/000-1-lora.png', encodePng(lora.data, 64, 64, { 'tpo-lab': JSON.stringify({ prompt, seed: 1 }) }));
+    const r = await runCli(['judge-shapes', '--images', 'cmp'], { cwd: d.dir });
+    expect(r.status, r.err).toBe(0);
+    expect(r.out).toMatch(/\nbase model \(\*-base\.png\): mean score 0\.800 over 1; .*position 0\.0% \(0\/1\)/);
+    expect(r.out).toMatch(/\nLoRA \(\*-lora\.png\): mean score 1\.000 over 1; .*position 100\.0% \(1\/1\)/);
+    const json = JSON.parse((await runCli(['judge-shapes', '--images', 'cmp', '--json'], { cwd: d.dir })).out) as { variants: Record<string, JudgeSummary> };
+    expect(json.variants.base.meanScore).toBeCloseTo(0.8);
+    expect(json.variants.lora.meanScore).toBe(1);
   });
 
   it('reads the prompt out of PNG text', () => {
