@@ -274,7 +274,7 @@ export function renderShapes(scene: ShapesScene, options: { size?: number; seed?
 /**
  * Kind and colour pairs that the training split never draws and every held-out scene contains: a model
  * trained on the training split has seen green things and circles, but never a green circle. One pair per
- * kind and per colour-role, so each kind and each of these colours is still seen in training.
+ * kind, each with its own colour, so every kind and every colour is still seen in training.
  */
 export const HELD_OUT_PAIRS: readonly (readonly [ShapeKind, ShapeColour])[] = [
   ['circle', 'green'],
@@ -298,10 +298,7 @@ function randomScene(rand: () => number, forced?: Shape): ShapesScene {
   // either way round, so neither the relation nor its negative would mean anything.
   const other = slot === 0 ? 1 : 0;
   while (two && shapes[0].kind === shapes[1].kind && shapes[0].colour === shapes[1].colour) shapes[other] = shape();
-  const background = pick(
-    rand,
-    SHAPE_COLOURS.filter((c) => shapes.every((s) => s.colour !== c)),
-  );
+  const background = pick(rand, SHAPE_COLOURS.filter((c) => shapes.every((s) => s.colour !== c)));
   if (shapes.length === 1) return { shapes: [shapes[0]], position: pick(rand, SINGLE_POSITIONS), background };
   return { shapes: [shapes[0], shapes[1]], relation: pick(rand, RELATIONS), background };
 }
