@@ -3,10 +3,12 @@
 import type { Command } from './command';
 import { exportCommand } from './export';
 import { goldenCommand } from './golden';
+import { judgeShapesCommand } from './judge-shapes';
 import { pairsCommand } from './pairs';
 import { planCommand } from './plan';
 import { sampleCommand } from './sample';
 import { scoreCommand } from './score';
+import { shapesCommand } from './shapes';
 import { trainCommand } from './train';
 
-export const COMMANDS: readonly Command[] = [goldenCommand, pairsCommand, planCommand, trainCommand, scoreCommand, sampleCommand, exportCommand];
+export const COMMANDS: readonly Command[] = [goldenCommand, pairsCommand, planCommand, trainCommand, scoreCommand, sampleCommand, exportCommand, shapesCommand, judgeShapesCommand];
