@@ -233,7 +233,8 @@ describe('the Pairs screen', () => {
     await field.fill('a blue disc at the top of a white background');
     await field.press('Enter');
     await rows.nth(1).getByText('edited by hand').waitFor();
-    expect(await rows.nth(1).innerText()).toContain('a blue disc at the top of a white background');
+    // The edit field closes once the change is saved.
+    await expect.poll(() => rows.nth(1).innerText()).toContain('a blue disc at the top of a white background');
     await page.keyboard.press('r');
     await page.waitForFunction(() => document.querySelector('.review-counts')?.textContent?.includes('1 rejected'));
 
