@@ -48,7 +48,7 @@ function namedParams(trainer: Pick<Trainer, 'lora'>): [string, Tensor][] {
 }
 
 /** optimizer.safetensors: both AdamW moments of every named parameter. */
-async function encodeMoments(named: [string, Tensor][], moments: OptimizerMoments): Promise<Uint8Array> {
+export async function encodeMoments(named: [string, Tensor][], moments: OptimizerMoments): Promise<Uint8Array> {
   const tensors = [];
   for (const [name, p] of named) {
     for (const [prefix, map] of [['exp_avg', moments.m], ['exp_avg_sq', moments.v]] as const) {
@@ -59,7 +59,7 @@ async function encodeMoments(named: [string, Tensor][], moments: OptimizerMoment
 }
 
 /** The moments of every named parameter back on the GPU, keyed by the parameter; all or nothing. */
-async function decodeMoments(gpu: Gpu, bytes: Uint8Array, named: [string, Tensor][]): Promise<OptimizerMoments> {
+export async function decodeMoments(gpu: Gpu, bytes: Uint8Array, named: [string, Tensor][]): Promise<OptimizerMoments> {
   const opt = await SafetensorsFile.open(memorySource(bytes, 'checkpoint/optimizer.safetensors'));
   const moments: OptimizerMoments = { m: new Map(), v: new Map() };
   try {
@@ -119,16 +119,13 @@ export async function saveWeightsCheckpoint(trainer: Trainer, info: LoraTraining
 }
 
 /**
- * Restores a full-weight checkpoint onto `unet`: its weights become the saved ones (float32, whatever the
- * UNet was loaded as), and returns what a Trainer needs to continue, as loadCheckpoint does.
+ * Replaces every weight of a network (`weights`, by state-dict name) with a checkpoint's float32 copy,
+ * checked against the parameters its config implies; all or nothing. The old tensors are released.
  */
-export async function loadWeightsCheckpoint(gpu: Gpu, unet: UNet, files: WeightsCheckpointFiles): Promise<{ saved: CheckpointState; moments: OptimizerMoments }> {
-  const saved = parseCheckpointState(new TextDecoder().decode(files['state.json']));
-  if (saved.config.trainable !== 'all') throw new Error('state.json: this checkpoint trains a LoRA; resume it with loadCheckpoint');
-  const file = await SafetensorsFile.open(memorySource(files['unet.safetensors'], 'checkpoint/unet.safetensors'));
-  const expected = unetParams(unet.config);
+export async function restoreWeights(gpu: Gpu, weights: Map<string, Tensor>, bytes: Uint8Array, expected: ParamShapes, label: string): Promise<void> {
+  const file = await SafetensorsFile.open(memorySource(bytes, label));
   try {
-    checkParams('checkpoint/unet.safetensors', expected, new Map([...file.tensors].map(([k, t]) => [k, t.shape])));
+    checkParams(label, expected, new Map([...file.tensors].map(([k, t]) => [k, t.shape])));
   } catch (e) {
     throw new Error(`${(e as Error).message}; the checkpoint is damaged`);
   }
@@ -140,9 +137,19 @@ export async function loadWeightsCheckpoint(gpu: Gpu, unet: UNet, files: Weights
     throw e;
   }
   for (const [name, t] of loaded) {
-    unet.weights.get(name)?.release();
-    unet.weights.set(name, t);
+    weights.get(name)?.release();
+    weights.set(name, t);
   }
+}
+
+/**
+ * Restores a full-weight checkpoint onto `unet`: its weights become the saved ones (float32, whatever the
+ * UNet was loaded as), and returns what a Trainer needs to continue, as loadCheckpoint does.
+ */
+export async function loadWeightsCheckpoint(gpu: Gpu, unet: UNet, files: WeightsCheckpointFiles): Promise<{ saved: CheckpointState; moments: OptimizerMoments }> {
+  const saved = parseCheckpointState(new TextDecoder().decode(files['state.json']));
+  if (saved.config.trainable !== 'all') throw new Error('state.json: this checkpoint trains a LoRA; resume it with loadCheckpoint');
+  await restoreWeights(gpu, unet.weights, files['unet.safetensors'], unetParams(unet.config), 'checkpoint/unet.safetensors');
   return { saved, moments: await decodeMoments(gpu, files['optimizer.safetensors'], [...unet.weights]) };
 }
 

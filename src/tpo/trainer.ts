@@ -19,7 +19,7 @@ import type { TermRef, TrainExample } from './examples';
 import { learningRate, LR_SCHEDULES, type LrSchedule } from './lr-schedule';
 import { defaultLossConfig, type LossMethod, parseMetrics, type StepMetrics, tpoLoss } from './losses';
 import { AdamW, type OptimizerMoments } from './optimizer';
-import { drawRandom, epochOrder } from './random';
+import { drawRandom, epochOrder, takeInOrder } from './random';
 
 export interface TrainConfig {
   method: LossMethod;
@@ -220,16 +220,7 @@ export class Trainer {
 
   /** The next B examples in data order, moving to a new epoch (new order) when one runs out. */
   private nextExamples(): TrainExample[] {
-    const out: TrainExample[] = [];
-    while (out.length < this.config.batchSize) {
-      if (this.state.position >= this.state.order.length) {
-        this.state.epoch++;
-        this.state.order = epochOrder(this.config.seed, this.state.epoch, this.examples.length);
-        this.state.position = 0;
-      }
-      out.push(this.examples[this.state.order[this.state.position++]]);
-    }
-    return out;
+    return takeInOrder(this.state, this.config.seed, this.examples.length, this.config.batchSize).map((i) => this.examples[i]);
   }
 
   /** One optimizer step. */
