@@ -1,10 +1,12 @@
 // The TPO trainer: one step = gradAccum micro-batches of B examples, each a reference forward (LoRA off,
 // no tape), a policy forward with a tape, the loss kernel, and a backward into the LoRA matrices only;
-// then one AdamW update with global-norm clipping. With `trainable: 'all'` the same loop trains every UNet
-// weight on the plain denoising loss instead (building a model from a seed): no LoRA, no reference model
-// (it would be the policy itself), and only the matched rows. A step whose gradients are not finite is skipped by
-// the AdamW kernel itself (weights and moments untouched) and reported. Runs the same in the browser
-// worker and in Node: data comes in as examples plus a feature store, nothing here touches a file.
+// then one AdamW update with global-norm clipping. A step whose gradients are not finite is skipped by
+// the AdamW kernel itself (weights and moments untouched) and reported.
+// With `trainable: 'all'` the same loop trains every UNet weight on the plain denoising loss instead (to
+// build a model from a seed): no LoRA, no reference model (it would be the policy itself), and only the
+// matched rows.
+// Runs the same in the browser worker and in Node: data comes in as examples plus a feature store,
+// nothing here touches a file.
 
 import type { Gpu } from '../gpu/gpu';
 import { alphasCumprod, SD15_SCHEDULER, type SchedulerConfig } from '../diffusion/schedule';
