@@ -108,19 +108,13 @@ describe('UNet weight gradients', () => {
       'time_embedding.linear_1.weight', // linear
       'down_blocks.0.resnets.0.norm1.weight', // group norm gamma
       'down_blocks.0.resnets.0.norm2.bias', // group norm beta
-      'down_blocks.0.resnets.0.conv1.bias', // conv bias
-      'down_blocks.0.resnets.0.time_emb_proj.weight',
       'down_blocks.0.attentions.0.proj_in.weight', // 1x1 conv, as a matrix
       'down_blocks.0.attentions.0.transformer_blocks.0.norm1.weight', // layer norm gamma
       'down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight', // self-attention
       'down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight', // cross-attention
-      'down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0.bias',
-      'down_blocks.0.attentions.0.transformer_blocks.0.ff.net.0.proj.weight', // GEGLU input
       'down_blocks.0.downsamplers.0.conv.weight', // stride 2
       'up_blocks.0.resnets.0.conv_shortcut.weight',
-      'up_blocks.1.attentions.0.proj_out.bias',
-      'up_blocks.0.upsamplers.0.conv.weight',
-      'conv_norm_out.bias',
+      'up_blocks.1.attentions.0.proj_out.bias', // bias over channels
       'conv_out.weight',
     ];
     const errors: string[] = [];
@@ -190,7 +184,7 @@ describe("Trainer with trainable: 'all'", () => {
     validateTrainConfig(fullConfig());
   });
 
-  it('overfits a fixed batch: 8 AdamW steps on every weight cut its denoising loss by more than half', { timeout: 300_000 }, async () => {
+  it('overfits a fixed batch: 6 AdamW steps on every weight cut its denoising loss by more than half', { timeout: 300_000 }, async () => {
     // The trainer draws fresh noise every step (and learns slowly from it, as diffusion training does); a
     // batch that never changes shows the optimisation itself: the same tape and AdamW the trainer runs.
     const gpu = await testGpu();
@@ -201,7 +195,7 @@ describe("Trainer with trainable: 'all'", () => {
     const optimizer = new AdamW(gpu, weights);
     const losses: number[] = [];
     try {
-      for (let step = 1; step <= 8; step++) {
+      for (let step = 1; step <= 6; step++) {
         const tape = new Tape();
         const { out, err, loss } = await denoisingLoss(gpu, unet, [fixed.xt, fixed.timesteps, fixed.ctx, fixed.noise], tape);
         losses.push(loss);
@@ -352,25 +346,22 @@ describe('AutoencoderKL training', () => {
       'encoder.conv_in.weight',
       'encoder.down_blocks.0.resnets.0.norm1.weight', // group norm gamma
       'encoder.down_blocks.0.downsamplers.0.conv.weight', // stride 2, padded below and right
-      'encoder.down_blocks.1.resnets.0.conv_shortcut.bias',
+      'encoder.down_blocks.1.resnets.0.conv_shortcut.bias', // conv bias
       'encoder.mid_block.attentions.0.group_norm.bias',
       'encoder.mid_block.attentions.0.to_q.weight', // the materialised attention
       'encoder.mid_block.attentions.0.to_v.bias',
-      'encoder.conv_out.weight',
       'quant_conv.weight', // mean and logvar: the sampling and the KL
       'post_quant_conv.bias',
       'decoder.mid_block.attentions.0.to_out.0.weight',
       'decoder.up_blocks.0.upsamplers.0.conv.weight',
       'decoder.up_blocks.1.resnets.0.conv_shortcut.weight',
-      'decoder.conv_norm_out.weight',
-      'decoder.conv_out.bias',
     ];
     const lines: string[] = [];
     for (const [k, name] of probe.entries()) {
       const w = weights.get(name)!;
       const original = await w.read();
       const d = randn(w.size, 200 + k);
-      const h = 1e-2 * Math.sqrt(original.reduce((a, v) => a + v * v, 0) / w.size + 1e-2);
+      const h = 3e-2 * Math.sqrt(original.reduce((a, v) => a + v * v, 0) / w.size + 1e-2);
       const at = async (sign: number) => {
         gpu.write(w.buffer, original.map((v, i) => v + sign * h * d[i]));
         return vaeLossForward(vae, images, eps, klWeight);
