@@ -225,8 +225,10 @@ describe("Trainer with trainable: 'all'", () => {
     const config = fullConfig({ steps: 3, batchSize: 3, gradientCheckpointing: true, weightDecay: 1e-2, maxGradNorm: 1 });
     const straight = randomUNet(gpu, 3);
     const t1 = new Trainer(gpu, straight, examples, data, config);
-    const r1 = [];
+    const r1 = [await t1.step()];
+    const inUse = gpu.pool.bytesInUse;
     while (!t1.done) r1.push(await t1.step());
+    expect(gpu.pool.bytesInUse, 'a step frees everything it allocated').toBe(inUse);
     const want = new Map<string, Float32Array>();
     for (const [name, w] of straight.weights) want.set(name, await w.read());
     t1.release();
@@ -402,8 +404,10 @@ describe('AutoencoderKL training', () => {
     const config = vaeConfigFor({ steps: 3, weightDecay: 1e-2 });
     const straight = randomVae(gpu, 3);
     const t1 = new VaeTrainer(gpu, straight, shapes, [3, 16, 16], config);
-    const r1 = [];
+    const r1 = [(await t1.step()).loss];
+    const inUse = gpu.pool.bytesInUse;
     while (!t1.done) r1.push((await t1.step()).loss);
+    expect(gpu.pool.bytesInUse, 'a step frees everything it allocated').toBe(inUse);
     const want = new Map<string, Float32Array>();
     for (const [name, w] of straight.weights.tensors) want.set(name, await w.read());
     t1.release();
