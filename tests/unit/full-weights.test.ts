@@ -220,9 +220,9 @@ describe("Trainer with trainable: 'all'", () => {
     }
   });
 
-  it('resumes exactly: k steps, a checkpoint, and the rest equal an uninterrupted run', { timeout: 300_000 }, async () => {
+  it('resumes exactly: k steps, a checkpoint, and the rest equal an uninterrupted run (accumulating, checkpointed blocks)', { timeout: 300_000 }, async () => {
     const gpu = await testGpu();
-    const config = fullConfig({ steps: 3, batchSize: 3, gradientCheckpointing: true, weightDecay: 1e-2, maxGradNorm: 1 });
+    const config = fullConfig({ steps: 3, batchSize: 2, gradAccum: 2, gradientCheckpointing: true, weightDecay: 1e-2, maxGradNorm: 1 });
     const straight = randomUNet(gpu, 3);
     const t1 = new Trainer(gpu, straight, examples, data, config);
     const r1 = [await t1.step()];
