@@ -1,6 +1,7 @@
 // UNet2DConditionModel (Stable Diffusion 1.x), built from its diffusers config.json. Parameter names are
 // diffusers' state-dict keys, so loading is a lookup and every tensor has an obvious home. The forward is
-// differentiable through the tape (training backpropagates into the LoRA matrices only); the same frozen
+// differentiable through the tape (training backpropagates into the LoRA matrices, or with
+// trainAllWeights() into every weight); the same frozen
 // weights with the LoRA switched off serve as the reference model.
 // Inside differentiable code, activations change shape through F.reshape (a recorded op), never view():
 // an alias is invisible to the tape and would cut the gradient's path.
@@ -280,10 +281,31 @@ export class UNet {
     return this.weights.get(name);
   }
 
-  /** The weight of a 1x1 conv or linear layer as a [out, in] matrix (a frozen weight: an alias is fine). */
-  private matrix(name: string): Tensor {
+  /**
+   * The weight of a 1x1 conv or linear layer as a [out, in] matrix, released by the caller (ctx.free). A
+   * frozen weight is simply aliased; a trained one is reshaped through the tape, since an alias is
+   * invisible to it and its gradient would never reach the weight.
+   */
+  private matrix(ctx: Ctx, name: string): Tensor {
     const w = this.w(`${name}.weight`);
-    return w.view([w.shape[0], w.shape[1]]);
+    return w.requiresGrad ? F.reshape(ctx, w, [w.shape[0], w.shape[1]]) : w.view([w.shape[0], w.shape[1]]);
+  }
+
+  /**
+   * Every weight as a trainable leaf, by state-dict name, for full-weight training: the same tape then
+   * gives each its gradient. They must be float32 (load with halfWeights: false).
+   */
+  trainAllWeights(): Map<string, Tensor> {
+    for (const [name, t] of this.weights) {
+      if (t.dtype !== 'f32') throw new Error(`UNet: weight ${name} is float16; load the UNet with float32 weights to train it`);
+      t.requiresGrad = true;
+    }
+    return this.weights;
+  }
+
+  /** The trained weights inside `prefix` (a block's path), for gradient checkpointing. */
+  private trainedWeightsUnder(prefix: string): Tensor[] {
+    return [...this.weights.entries()].filter(([k, t]) => t.requiresGrad && k.startsWith(`${prefix}.`)).map(([, t]) => t);
   }
 
   private activeLora() {
@@ -305,9 +327,10 @@ export class UNet {
 
   /** proj_in: NCHW [B, C, HW] -> tokens [B, HW, C'], a 1x1 conv (or linear) applied per position. */
   private projIn(ctx: Ctx, name: string, x: Tensor): Tensor {
-    const y = F.matmul(ctx, x, this.matrix(name), { transA: true, transB: true });
+    const w = this.matrix(ctx, name);
+    const y = F.matmul(ctx, x, w, { transA: true, transB: true });
     const yb = F.add(ctx, y, this.w(`${name}.bias`));
-    ctx.free(y);
+    ctx.free(w, y);
     const m = this.activeLora()?.modules.get(name);
     if (!m) return yb;
     const h = F.matmul(ctx, x, m.down, { transA: true, transB: true });
@@ -319,9 +342,10 @@ export class UNet {
 
   /** proj_out: tokens [B, HW, C'] -> NCHW [B, C, HW]. */
   private projOut(ctx: Ctx, name: string, x: Tensor): Tensor {
-    const y = F.matmul(ctx, this.matrix(name), x, { transB: true });
+    const w = this.matrix(ctx, name);
+    const y = F.matmul(ctx, w, x, { transB: true });
     const yb = F.add(ctx, y, this.w(`${name}.bias`), 1);
-    ctx.free(y);
+    ctx.free(w, y);
     const m = this.activeLora()?.modules.get(name);
     if (!m) return yb;
     const h = F.matmul(ctx, m.down, x, { transB: true });
@@ -401,9 +425,9 @@ export class UNet {
    */
   private block(ctx: Ctx, checkpoint: boolean, prefix: string, inputs: Tensor[], block: (c: Ctx) => Tensor): Tensor {
     if (!checkpoint || !ctx.tape) return block(ctx);
-    const loraParams = this.activeLora()?.paramsUnder(prefix) ?? [];
+    const params = [...(this.activeLora()?.paramsUnder(prefix) ?? []), ...this.trainedWeightsUnder(prefix)];
     const y = block(new Ctx(ctx.gpu, null));
-    const recorded = [...inputs, ...loraParams];
+    const recorded = [...inputs, ...params];
     ctx.tape.record(recorded, y, (dy) => {
       const sub = new Tape();
       const y2 = block(new Ctx(ctx.gpu, sub));

@@ -1,4 +1,5 @@
-// SD1.5's VAE: diffusers' AutoencoderKL, forward only, built from vae/config.json. Module names are the
+// SD1.5's VAE: diffusers' AutoencoderKL, built from vae/config.json; differentiable through the tape when
+// its weights are trained (trainAllWeights, src/tpo/vae-trainer.ts). Module names are the
 // state-dict keys (encoder.down_blocks.i.resnets.j.norm1, decoder.mid_block.attentions.0.to_q, ...).
 //
 //   encode: conv_in -> down_blocks (resnets, then a stride-2 downsampler on all but the last)
@@ -32,12 +33,9 @@
 // statistics); the attention's score matrix [B, HW, HW] lives only between its two products.
 
 import type { Gpu } from '../gpu/gpu';
-import { conv2d, type Conv2dOptions } from '../nn/ops/conv2d';
-import { activation, add, upsampleNearest2x } from '../nn/ops/elementwise';
-import { channelsToTokens, tokensToChannels } from '../nn/ops/layout';
-import { linear, matmul } from '../nn/ops/matmul';
-import { groupNorm } from '../nn/ops/norm';
-import { softmax } from '../nn/ops/softmax';
+import * as F from '../nn/functional';
+import type { Conv2dOptions } from '../nn/ops/conv2d';
+import { Ctx } from '../nn/tape';
 import type { Tensor } from '../nn/tensor';
 import type { LdmLayout } from './ldm-keys';
 import { ldmLayoutFromConfigs, ModelWeights, positiveInt, positiveNumber } from './model-weights';
@@ -176,41 +174,51 @@ export class AutoencoderKL {
   release(): void {
     this.weights.release();
   }
+
+  /** Every weight as a trainable leaf of the tape, by state-dict name (float32, as loadVae stores them). */
+  trainAllWeights(): Map<string, Tensor> {
+    for (const [name, t] of this.weights.tensors) {
+      if (t.dtype !== 'f32') throw new Error(`VAE: weight ${name} is float16; load it as float32 to train it`);
+      t.requiresGrad = true;
+    }
+    return this.weights.tensors;
+  }
 }
 
-// ---- layers: each consumes its input x (releases it) unless it says otherwise ----
+// ---- layers, on the tape-aware ops (F): without a tape they run as plain inference, releasing each
+// intermediate as soon as it is used (ctx.free); with one, the same code trains (the tape keeps what the
+// backward reads). A layer that "consumes" its input frees it with ctx.free. ----
 
-function convLayer(vae: AutoencoderKL, name: string, x: Tensor, opts: Conv2dOptions = {}): Tensor {
+function convLayer(ctx: Ctx, vae: AutoencoderKL, name: string, x: Tensor, opts: Conv2dOptions = {}): Tensor {
   const w = vae.weights.get(`${name}.weight`);
   const pad = (w.shape[2] - 1) / 2; // 3x3 "same" convs pad 1, 1x1 convs pad 0
-  return conv2d(x, w, vae.weights.get(`${name}.bias`), { padding: pad, ...opts });
+  return F.conv2d(ctx, x, w, vae.weights.get(`${name}.bias`), { padding: pad, ...opts });
 }
 
-/** GroupNorm(norm_num_groups, eps 1e-6), optionally followed by SiLU. Does not release x. */
-function normLayer(vae: AutoencoderKL, name: string, x: Tensor, silu: boolean): Tensor {
-  const { y, saved } = groupNorm(x, vae.weights.get(`${name}.weight`), vae.weights.get(`${name}.bias`), vae.config.norm_num_groups, VAE_NORM_EPS);
-  saved.stats.release();
+/** GroupNorm(norm_num_groups, eps 1e-6), optionally followed by SiLU. Does not free x. */
+function normLayer(ctx: Ctx, vae: AutoencoderKL, name: string, x: Tensor, silu: boolean): Tensor {
+  const y = F.groupNorm(ctx, x, vae.weights.get(`${name}.weight`), vae.weights.get(`${name}.bias`), vae.config.norm_num_groups, VAE_NORM_EPS);
   if (!silu) return y;
-  const a = activation(y, 'silu');
-  y.release();
+  const a = F.activation(ctx, y, 'silu');
+  ctx.free(y);
   return a;
 }
 
 /** ResnetBlock2D without time embedding; consumes x. */
-function resnet(vae: AutoencoderKL, name: string, x: Tensor): Tensor {
-  let h = normLayer(vae, `${name}.norm1`, x, true);
-  let next = convLayer(vae, `${name}.conv1`, h);
-  h.release();
-  h = normLayer(vae, `${name}.norm2`, next, true);
-  next.release();
-  next = convLayer(vae, `${name}.conv2`, h); // dropout sits here in training; identity at inference
-  h.release();
+function resnet(ctx: Ctx, vae: AutoencoderKL, name: string, x: Tensor): Tensor {
+  const h1 = normLayer(ctx, vae, `${name}.norm1`, x, true);
+  const c1 = convLayer(ctx, vae, `${name}.conv1`, h1);
+  ctx.free(h1);
+  const h2 = normLayer(ctx, vae, `${name}.norm2`, c1, true);
+  ctx.free(c1);
+  const c2 = convLayer(ctx, vae, `${name}.conv2`, h2); // dropout sits here in training; diffusers' VAE has it at 0
+  ctx.free(h2);
   // Residual with output_scale_factor 1: (shortcut + h) / 1.
-  const shortcut = vae.weights.has(`${name}.conv_shortcut.weight`) ? convLayer(vae, `${name}.conv_shortcut`, x) : x;
-  const out = add(shortcut, next);
-  next.release();
-  if (shortcut !== x) shortcut.release();
-  x.release();
+  const shortcut = vae.weights.has(`${name}.conv_shortcut.weight`) ? convLayer(ctx, vae, `${name}.conv_shortcut`, x) : x;
+  const out = F.add(ctx, shortcut, c2);
+  ctx.free(c2);
+  if (shortcut !== x) ctx.free(shortcut);
+  ctx.free(x);
   return out;
 }
 
@@ -219,47 +227,44 @@ function resnet(vae: AutoencoderKL, name: string, x: Tensor): Tensor {
  * (512), so the scores are materialised: S = Q K^T / sqrt(C) [B, HW, HW], P = softmax(S), O = P V.
  * Consumes x; returns x + to_out(O) (residual, rescale_output_factor 1).
  */
-function midAttention(vae: AutoencoderKL, name: string, x: Tensor): Tensor {
+function midAttention(ctx: Ctx, vae: AutoencoderKL, name: string, x: Tensor): Tensor {
   const [, c, ...spatial] = x.shape;
   const w = (p: string) => vae.weights.get(`${name}.${p}`);
-  const normed = normLayer(vae, `${name}.group_norm`, x, false);
-  const tokens = channelsToTokens(normed); // [B, HW, C]
-  normed.release();
-  const q = linear(tokens, w('to_q.weight'), w('to_q.bias'));
-  const k = linear(tokens, w('to_k.weight'), w('to_k.bias'));
-  const v = linear(tokens, w('to_v.weight'), w('to_v.bias'));
-  tokens.release();
-  const scores = matmul(q, k, { transB: true, alpha: 1 / Math.sqrt(c) });
-  q.release();
-  k.release();
-  const probs = softmax(scores);
-  scores.release();
-  const o = matmul(probs, v);
-  probs.release();
-  v.release();
-  const projected = linear(o, w('to_out.0.weight'), w('to_out.0.bias'));
-  o.release();
-  const back = tokensToChannels(projected, spatial);
-  projected.release();
+  const normed = normLayer(ctx, vae, `${name}.group_norm`, x, false);
+  const tokens = F.channelsToTokens(ctx, normed); // [B, HW, C]
+  ctx.free(normed);
+  const q = F.linear(ctx, tokens, w('to_q.weight'), w('to_q.bias'));
+  const k = F.linear(ctx, tokens, w('to_k.weight'), w('to_k.bias'));
+  const v = F.linear(ctx, tokens, w('to_v.weight'), w('to_v.bias'));
+  ctx.free(tokens);
+  const scores = F.matmul(ctx, q, k, { transB: true, alpha: 1 / Math.sqrt(c) });
+  ctx.free(q, k);
+  const probs = F.softmax(ctx, scores);
+  ctx.free(scores);
+  const o = F.matmul(ctx, probs, v);
+  ctx.free(probs, v);
+  const projected = F.linear(ctx, o, w('to_out.0.weight'), w('to_out.0.bias'));
+  ctx.free(o);
+  const back = F.tokensToChannels(ctx, projected, spatial);
+  ctx.free(projected);
   // Residual: diffusers' Attention(residual_connection=True) returns (attn(x) + x) / rescale_output_factor, 1.
-  const out = add(back, x);
-  back.release();
-  x.release();
+  const out = F.add(ctx, back, x);
+  ctx.free(back, x);
   return out;
 }
 
-function midBlock(vae: AutoencoderKL, name: string, x: Tensor): Tensor {
-  let h = resnet(vae, `${name}.resnets.0`, x);
-  if (vae.config.mid_block_add_attention) h = midAttention(vae, `${name}.attentions.0`, h);
-  return resnet(vae, `${name}.resnets.1`, h);
+function midBlock(ctx: Ctx, vae: AutoencoderKL, name: string, x: Tensor): Tensor {
+  let h = resnet(ctx, vae, `${name}.resnets.0`, x);
+  if (vae.config.mid_block_add_attention) h = midAttention(ctx, vae, `${name}.attentions.0`, h);
+  return resnet(ctx, vae, `${name}.resnets.1`, h);
 }
 
 /** conv_norm_out, SiLU, conv_out; consumes x. */
-function head(vae: AutoencoderKL, coder: string, x: Tensor): Tensor {
-  const h = normLayer(vae, `${coder}.conv_norm_out`, x, true);
-  x.release();
-  const y = convLayer(vae, `${coder}.conv_out`, h);
-  h.release();
+function head(ctx: Ctx, vae: AutoencoderKL, coder: string, x: Tensor): Tensor {
+  const h = normLayer(ctx, vae, `${coder}.conv_norm_out`, x, true);
+  ctx.free(x);
+  const y = convLayer(ctx, vae, `${coder}.conv_out`, h);
+  ctx.free(h);
   return y;
 }
 
@@ -272,57 +277,58 @@ function checkInput(what: string, x: Tensor, channels: number): void {
 /**
  * image [B, in_channels, H, W] (values in [-1, 1]) -> moments [B, 2 * latent_channels, H / 2^(blocks-1),
  * W / 2^(blocks-1)]: quant_conv(encoder(image)). Mean = first latent_channels channels, logvar = the rest.
- * The image stays the caller's; the caller owns the result.
+ * The image stays the caller's; the caller owns the result. With a tape in `ctx`, differentiable.
  */
-export function vaeEncode(vae: AutoencoderKL, image: Tensor): Tensor {
+export function vaeEncode(vae: AutoencoderKL, image: Tensor, ctx: Ctx = new Ctx(vae.gpu)): Tensor {
   const { config } = vae;
   checkInput('vaeEncode', image, config.in_channels);
   const last = config.block_out_channels.length - 1;
-  let x = convLayer(vae, 'encoder.conv_in', image);
+  let x = convLayer(ctx, vae, 'encoder.conv_in', image);
   for (let i = 0; i <= last; i++) {
-    for (let j = 0; j < config.layers_per_block; j++) x = resnet(vae, `encoder.down_blocks.${i}.resnets.${j}`, x);
+    for (let j = 0; j < config.layers_per_block; j++) x = resnet(ctx, vae, `encoder.down_blocks.${i}.resnets.${j}`, x);
     if (i < last) {
       // Downsample2D with padding 0: pad one row below and one column right, then stride 2 (odd sizes
       // round down, as in diffusers).
-      const y = convLayer(vae, `encoder.down_blocks.${i}.downsamplers.0.conv`, x, { stride: 2, padding: [0, 0, 1, 1] });
-      x.release();
+      const y = convLayer(ctx, vae, `encoder.down_blocks.${i}.downsamplers.0.conv`, x, { stride: 2, padding: [0, 0, 1, 1] });
+      ctx.free(x);
       x = y;
     }
   }
-  x = midBlock(vae, 'encoder.mid_block', x);
-  x = head(vae, 'encoder', x);
+  x = midBlock(ctx, vae, 'encoder.mid_block', x);
+  x = head(ctx, vae, 'encoder', x);
   if (!config.use_quant_conv) return x;
-  const moments = convLayer(vae, 'quant_conv', x);
-  x.release();
+  const moments = convLayer(ctx, vae, 'quant_conv', x);
+  ctx.free(x);
   return moments;
 }
 
 /**
  * latent [B, latent_channels, h, w] (already divided by scaling_factor) -> image [B, out_channels,
  * h * 2^(blocks-1), w * 2^(blocks-1)]: decoder(post_quant_conv(latent)). The latent stays the caller's.
+ * With a tape in `ctx`, differentiable.
  */
-export function vaeDecode(vae: AutoencoderKL, latent: Tensor, options: { trimBetweenLevels?: boolean } = {}): Tensor {
+export function vaeDecode(vae: AutoencoderKL, latent: Tensor, options: { trimBetweenLevels?: boolean } = {}, ctx: Ctx = new Ctx(vae.gpu)): Tensor {
   const { config } = vae;
   checkInput('vaeDecode', latent, config.latent_channels);
   const last = config.block_out_channels.length - 1;
   let z = latent;
-  if (config.use_post_quant_conv) z = convLayer(vae, 'post_quant_conv', latent);
-  let x = convLayer(vae, 'decoder.conv_in', z);
-  if (z !== latent) z.release();
-  x = midBlock(vae, 'decoder.mid_block', x);
+  if (config.use_post_quant_conv) z = convLayer(ctx, vae, 'post_quant_conv', latent);
+  let x = convLayer(ctx, vae, 'decoder.conv_in', z);
+  if (z !== latent) ctx.free(z);
+  x = midBlock(ctx, vae, 'decoder.mid_block', x);
   for (let i = 0; i <= last; i++) {
-    for (let j = 0; j <= config.layers_per_block; j++) x = resnet(vae, `decoder.up_blocks.${i}.resnets.${j}`, x);
+    for (let j = 0; j <= config.layers_per_block; j++) x = resnet(ctx, vae, `decoder.up_blocks.${i}.resnets.${j}`, x);
     if (i < last) {
-      const up = upsampleNearest2x(x);
-      x.release();
-      x = convLayer(vae, `decoder.up_blocks.${i}.upsamplers.0.conv`, up);
-      up.release();
+      const up = F.upsampleNearest2x(ctx, x);
+      ctx.free(x);
+      x = convLayer(ctx, vae, `decoder.up_blocks.${i}.upsamplers.0.conv`, up);
+      ctx.free(up);
     }
     // Each level's activations have their own sizes, which later levels never reuse: giving the idle ones
     // back keeps the pool near the working set (SD1.5 at 512 px: a 256-channel 512x512 map is 256 MiB).
     if (options.trimBetweenLevels) x.gpu.trimPool();
   }
-  return head(vae, 'decoder', x);
+  return head(ctx, vae, 'decoder', x);
 }
 
 export interface LoadOptions {

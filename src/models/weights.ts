@@ -7,7 +7,7 @@
 import type { Gpu } from '../gpu/gpu';
 import { Tensor } from '../nn/tensor';
 import { isIgnorableLdmKey, mapLdmKey, type Component, type LdmLayout } from './ldm-keys';
-import { SafetensorsFile, type ByteSource } from './safetensors';
+import { fromFloat32, SafetensorsFile, writeSafetensors, type ByteSource } from './safetensors';
 
 /** Parameter name -> shape, in declaration order. */
 export type ParamShapes = Map<string, number[]>;
@@ -98,6 +98,17 @@ async function upload(gpu: Gpu, expected: ParamShapes, refs: Map<string, TensorR
     throw e;
   }
   return out;
+}
+
+/**
+ * A network's weights as a diffusers weight file (diffusion_pytorch_model.safetensors): the state-dict
+ * names the loaders read, so a trained UNet or VAE placed in a diffusers folder beside its config.json
+ * loads like any other. float32 by default (exact); 'F16' halves the file.
+ */
+export async function encodeStateDict(weights: ReadonlyMap<string, Tensor>, dtype: 'F32' | 'F16' = 'F32', metadata?: Record<string, string>): Promise<Uint8Array> {
+  const tensors = [];
+  for (const [name, t] of weights) tensors.push({ name, dtype, shape: [...t.shape], data: fromFloat32(await t.read(), dtype) });
+  return writeSafetensors(tensors, { format: 'pt', ...metadata });
 }
 
 /** Weight-file names of a diffusers component, preferred first. */

@@ -5,8 +5,10 @@
 import * as A from './ops/attention';
 import * as C from './ops/conv2d';
 import * as E from './ops/elementwise';
+import * as L from './ops/layout';
 import * as M from './ops/matmul';
 import * as N from './ops/norm';
+import * as S from './ops/softmax';
 import type { Ctx } from './tape';
 import type { Tensor } from './tensor';
 
@@ -134,5 +136,26 @@ export function attention(ctx: Ctx, q: Tensor, k: Tensor, v: Tensor, opts: A.Att
 export function reshape(ctx: Ctx, x: Tensor, shape: readonly number[]): Tensor {
   const y = x.ref(shape);
   ctx.tape?.record([x], y, (dy) => [dy.ref(x.shape)]);
+  return y;
+}
+
+/** Softmax along the last dimension; its backward reads the output, which the tape keeps (ctx.free). */
+export function softmax(ctx: Ctx, x: Tensor): Tensor {
+  const y = S.softmax(x);
+  ctx.tape?.record([x], y, (dy) => [S.softmaxBackward(y, dy)]);
+  return y;
+}
+
+/** [B, C, ...spatial] -> tokens [B, HW, C]; the gradient goes back the other way. */
+export function channelsToTokens(ctx: Ctx, x: Tensor): Tensor {
+  const y = L.channelsToTokens(x);
+  ctx.tape?.record([x], y, (dy) => [L.tokensToChannels(dy, x.shape.slice(2))]);
+  return y;
+}
+
+/** Tokens [B, HW, C] -> [B, C, ...spatial]; the gradient goes back the other way. */
+export function tokensToChannels(ctx: Ctx, x: Tensor, spatial: readonly number[]): Tensor {
+  const y = L.tokensToChannels(x, spatial);
+  ctx.tape?.record([x], y, (dy) => [L.channelsToTokens(dy)]);
   return y;
 }

@@ -51,25 +51,18 @@ export interface BatchTensors {
   release(): void;
 }
 
-/**
- * GPU inputs of 2B rows: rows[i] and rows[B + i] share timestep t[i] and noise eps[i] (the spec: the same
- * x_t, t and eps for c_w and c_l of one example).
- */
-export async function batchTensors(gpu: Gpu, features: Features, rows: readonly TermRef[], t: number[], eps: Float32Array, abar: Float64Array): Promise<BatchTensors> {
-  const b = t.length;
-  if (rows.length !== 2 * b) throw new Error(`batchTensors: ${rows.length} rows for ${b} draws`);
+/** GPU inputs of R rows, row i noised at timestep t[i] with its own noise (eps holds R latents' worth). */
+export async function rowTensors(gpu: Gpu, features: Features, rows: readonly TermRef[], t: number[], eps: Float32Array, abar: Float64Array): Promise<BatchTensors> {
+  if (rows.length !== t.length) throw new Error(`rowTensors: ${rows.length} rows for ${t.length} timesteps`);
   const { x0, ctx } = await loadRows(features, rows);
   const { latentShape, textShape } = features.keys;
-  const eps2 = new Float32Array(2 * eps.length);
-  eps2.set(eps);
-  eps2.set(eps, eps.length);
-  const t2 = [...t, ...t];
-  const x0t = Tensor.from(gpu, x0, [2 * b, ...latentShape]);
-  const noise = Tensor.from(gpu, eps2, [2 * b, ...latentShape]);
-  const xt = addNoise(x0t, noise, t2, abar);
+  const r = rows.length;
+  const x0t = Tensor.from(gpu, x0, [r, ...latentShape]);
+  const noise = Tensor.from(gpu, eps, [r, ...latentShape]);
+  const xt = addNoise(x0t, noise, t, abar);
   x0t.release();
-  const timesteps = Tensor.from(gpu, t2, [2 * b]);
-  const ctxT = Tensor.from(gpu, ctx, [2 * b, ...textShape]);
+  const timesteps = Tensor.from(gpu, t, [r]);
+  const ctxT = Tensor.from(gpu, ctx, [r, ...textShape]);
   return {
     xt,
     timesteps,
@@ -79,4 +72,17 @@ export async function batchTensors(gpu: Gpu, features: Features, rows: readonly 
       for (const x of [xt, timesteps, ctxT, noise]) x.release();
     },
   };
+}
+
+/**
+ * GPU inputs of 2B rows: rows[i] and rows[B + i] share timestep t[i] and noise eps[i] (the spec: the same
+ * x_t, t and eps for c_w and c_l of one example).
+ */
+export async function batchTensors(gpu: Gpu, features: Features, rows: readonly TermRef[], t: number[], eps: Float32Array, abar: Float64Array): Promise<BatchTensors> {
+  const b = t.length;
+  if (rows.length !== 2 * b) throw new Error(`batchTensors: ${rows.length} rows for ${b} draws`);
+  const eps2 = new Float32Array(2 * eps.length);
+  eps2.set(eps);
+  eps2.set(eps, eps.length);
+  return rowTensors(gpu, features, rows, [...t, ...t], eps2, abar);
 }

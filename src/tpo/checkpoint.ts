@@ -2,6 +2,9 @@
 //   lora.safetensors       the LoRA in kohya's format, float32 (also a usable LoRA file on its own)
 //   optimizer.safetensors  AdamW's first and second moments, float32, named after the LoRA tensors
 //   state.json             config, step counters, the data order and position, the random generator
+// A run that trains every UNet weight (config.trainable 'all') saves unet.safetensors instead of the LoRA:
+// every weight, float32, under its diffusers state-dict name (so it is also a usable unet/ weight file);
+// its moments are named after those weights.
 // The trainer's randomness is counter-based (random.ts), so the step number is the generator's state.
 // Storage-agnostic: the files are returned as bytes, the CLI writes them to a folder, the app to OPFS.
 
@@ -10,6 +13,7 @@ import { decodeLora, encodeLora, type HostLora, loraFromHost, loraToHost, type L
 import { kohyaName, loraTargets } from '../models/lora';
 import { memorySource, SafetensorsFile, fromFloat32, writeSafetensors } from '../models/safetensors';
 import { unetParams, type UNet } from '../models/unet';
+import { checkParams, encodeStateDict } from '../models/weights';
 import { Tensor } from '../nn/tensor';
 import type { TrainExample } from './examples';
 import { epochOrder, RNG_ALGORITHM } from './random';
@@ -43,16 +47,50 @@ function namedParams(trainer: Pick<Trainer, 'lora'>): [string, Tensor][] {
   ]);
 }
 
-export async function saveCheckpoint(trainer: Trainer, info: LoraTrainingInfo = {}): Promise<CheckpointFiles> {
-  const host = await loraToHost(trainer.lora);
-  const lora = await encodeLora(host, { format: 'kohya', dtype: 'fp32', info: { ...info, steps: trainer.state.step } });
-  const moments = trainer.optimizerMoments;
+/** optimizer.safetensors: both AdamW moments of every named parameter. */
+export async function encodeMoments(named: [string, Tensor][], moments: OptimizerMoments): Promise<Uint8Array> {
   const tensors = [];
-  for (const [name, p] of namedParams(trainer)) {
+  for (const [name, p] of named) {
     for (const [prefix, map] of [['exp_avg', moments.m], ['exp_avg_sq', moments.v]] as const) {
       tensors.push({ name: `${prefix}.${name}`, dtype: 'F32' as const, shape: [...p.shape], data: fromFloat32(await map.get(p)!.read(), 'F32') });
     }
   }
+  return writeSafetensors(tensors, { format: 'tpo-lab AdamW moments' });
+}
+
+/** The moments of every named parameter back on the GPU, keyed by the parameter; all or nothing. */
+export async function decodeMoments(gpu: Gpu, bytes: Uint8Array, named: [string, Tensor][]): Promise<OptimizerMoments> {
+  const opt = await SafetensorsFile.open(memorySource(bytes, 'checkpoint/optimizer.safetensors'));
+  const moments: OptimizerMoments = { m: new Map(), v: new Map() };
+  try {
+    for (const [name, p] of named) {
+      for (const [prefix, map] of [['exp_avg', moments.m], ['exp_avg_sq', moments.v]] as const) {
+        const key = `${prefix}.${name}`;
+        if (!opt.tensors.has(key)) throw new Error(`checkpoint/optimizer.safetensors lacks ${key}; the checkpoint is damaged`);
+        const values = await opt.readF32(key);
+        if (values.length !== p.size) throw new Error(`checkpoint/optimizer.safetensors: ${key} has ${values.length} values, the trained tensor ${p.size}`);
+        map.set(p, Tensor.from(gpu, values, p.shape));
+      }
+    }
+  } catch (e) {
+    for (const t of [...moments.m.values(), ...moments.v.values()]) t.release();
+    throw e;
+  }
+  return moments;
+}
+
+export async function saveCheckpoint(trainer: Trainer, info: LoraTrainingInfo = {}): Promise<CheckpointFiles> {
+  if (trainer.allWeights) throw new Error('saveCheckpoint: this run trains all weights; use saveWeightsCheckpoint');
+  const host = await loraToHost(trainer.lora);
+  const lora = await encodeLora(host, { format: 'kohya', dtype: 'fp32', info: { ...info, steps: trainer.state.step } });
+  return {
+    'lora.safetensors': lora,
+    'optimizer.safetensors': await encodeMoments(namedParams(trainer), trainer.optimizerMoments),
+    'state.json': await encodeState(trainer, info),
+  };
+}
+
+async function encodeState(trainer: Trainer, info: LoraTrainingInfo): Promise<Uint8Array> {
   const state: CheckpointState = {
     format: 'tpo-lab-checkpoint',
     version: 1,
@@ -63,11 +101,56 @@ export async function saveCheckpoint(trainer: Trainer, info: LoraTrainingInfo = 
     data: { examples: trainer.examples.length, fingerprint: await dataFingerprint(trainer.examples) },
     info,
   };
+  return new TextEncoder().encode(`${JSON.stringify(state, null, 2)}\n`);
+}
+
+export const WEIGHTS_CHECKPOINT_FILES = ['unet.safetensors', 'optimizer.safetensors', 'state.json'] as const;
+export type WeightsCheckpointFiles = Record<(typeof WEIGHTS_CHECKPOINT_FILES)[number], Uint8Array>;
+
+/** A checkpoint of a run that trains every UNet weight (see the header). */
+export async function saveWeightsCheckpoint(trainer: Trainer, info: LoraTrainingInfo = {}): Promise<WeightsCheckpointFiles> {
+  if (!trainer.allWeights) throw new Error('saveWeightsCheckpoint: this run trains a LoRA; use saveCheckpoint');
+  const weights = trainer.unet.weights;
   return {
-    'lora.safetensors': lora,
-    'optimizer.safetensors': writeSafetensors(tensors, { format: 'tpo-lab AdamW moments' }),
-    'state.json': new TextEncoder().encode(`${JSON.stringify(state, null, 2)}\n`),
+    'unet.safetensors': await encodeStateDict(weights, 'F32', { steps: String(trainer.state.step) }),
+    'optimizer.safetensors': await encodeMoments([...weights], trainer.optimizerMoments),
+    'state.json': await encodeState(trainer, info),
   };
+}
+
+/**
+ * Replaces every weight of a network (`weights`, by state-dict name) with a checkpoint's float32 copy,
+ * checked against the parameters its config implies; all or nothing. The old tensors are released.
+ */
+export async function restoreWeights(gpu: Gpu, weights: Map<string, Tensor>, bytes: Uint8Array, expected: ParamShapes, label: string): Promise<void> {
+  const file = await SafetensorsFile.open(memorySource(bytes, label));
+  try {
+    checkParams(label, expected, new Map([...file.tensors].map(([k, t]) => [k, t.shape])));
+  } catch (e) {
+    throw new Error(`${(e as Error).message}; the checkpoint is damaged`);
+  }
+  const loaded = new Map<string, Tensor>();
+  try {
+    for (const [name, shape] of expected) loaded.set(name, Tensor.from(gpu, await file.readF32(name), shape));
+  } catch (e) {
+    for (const t of loaded.values()) t.release();
+    throw e;
+  }
+  for (const [name, t] of loaded) {
+    weights.get(name)?.release();
+    weights.set(name, t);
+  }
+}
+
+/**
+ * Restores a full-weight checkpoint onto `unet`: its weights become the saved ones (float32, whatever the
+ * UNet was loaded as), and returns what a Trainer needs to continue, as loadCheckpoint does.
+ */
+export async function loadWeightsCheckpoint(gpu: Gpu, unet: UNet, files: WeightsCheckpointFiles): Promise<{ saved: CheckpointState; moments: OptimizerMoments }> {
+  const saved = parseCheckpointState(new TextDecoder().decode(files['state.json']));
+  if (saved.config.trainable !== 'all') throw new Error('state.json: this checkpoint trains a LoRA; resume it with loadCheckpoint');
+  await restoreWeights(gpu, unet.weights, files['unet.safetensors'], unetParams(unet.config), 'checkpoint/unet.safetensors');
+  return { saved, moments: await decodeMoments(gpu, files['optimizer.safetensors'], [...unet.weights]) };
 }
 
 export function parseCheckpointState(text: string, where = 'state.json'): CheckpointState {
@@ -184,27 +267,12 @@ export async function checkCheckpointTensors(saved: CheckpointState, files: Chec
  */
 export async function loadCheckpoint(gpu: Gpu, unet: UNet, files: CheckpointFiles): Promise<{ saved: CheckpointState; moments: OptimizerMoments }> {
   const saved = parseCheckpointState(new TextDecoder().decode(files['state.json']));
+  if (saved.config.trainable === 'all') throw new Error('state.json: this checkpoint trains all weights; resume it with loadWeightsCheckpoint');
   const decoded = await decodeLora(await SafetensorsFile.open(memorySource(files['lora.safetensors'], 'checkpoint/lora.safetensors')), unetParams(unet.config));
   const lora = loraFromHost(gpu, decoded.lora);
   unet.lora?.release();
   unet.lora = lora;
-  const opt = await SafetensorsFile.open(memorySource(files['optimizer.safetensors'], 'checkpoint/optimizer.safetensors'));
-  const moments: OptimizerMoments = { m: new Map(), v: new Map() };
-  try {
-    for (const [name, p] of namedParams({ lora })) {
-      for (const [prefix, map] of [['exp_avg', moments.m], ['exp_avg_sq', moments.v]] as const) {
-        const key = `${prefix}.${name}`;
-        if (!opt.tensors.has(key)) throw new Error(`checkpoint/optimizer.safetensors lacks ${key}; the checkpoint is damaged`);
-        const values = await opt.readF32(key);
-        if (values.length !== p.size) throw new Error(`checkpoint/optimizer.safetensors: ${key} has ${values.length} values, the LoRA tensor ${p.size}`);
-        map.set(p, Tensor.from(gpu, values, p.shape));
-      }
-    }
-  } catch (e) {
-    for (const t of [...moments.m.values(), ...moments.v.values()]) t.release();
-    throw e;
-  }
-  return { saved, moments };
+  return { saved, moments: await decodeMoments(gpu, files['optimizer.safetensors'], namedParams({ lora })) };
 }
 
 /** Refuses to resume on other data than the checkpoint was trained on. */

@@ -43,3 +43,27 @@ export function epochOrder(seed: number, epoch: number, n: number): number[] {
   }
   return order;
 }
+
+/** Where a run stands in its data: the epoch, that epoch's example order, and the next position in it. */
+export interface DataCursor {
+  epoch: number;
+  order: number[];
+  position: number;
+}
+
+/**
+ * The next `count` example indices (of `n`) in data order, moving to a new epoch (a new order) when one
+ * runs out; advances `cursor`. Every trainer walks its data this way, so its position is resumable.
+ */
+export function takeInOrder(cursor: DataCursor, seed: number, n: number, count: number): number[] {
+  const out: number[] = [];
+  while (out.length < count) {
+    if (cursor.position >= cursor.order.length) {
+      cursor.epoch++;
+      cursor.order = epochOrder(seed, cursor.epoch, n);
+      cursor.position = 0;
+    }
+    out.push(cursor.order[cursor.position++]);
+  }
+  return out;
+}

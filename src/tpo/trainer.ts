@@ -1,23 +1,27 @@
 // The TPO trainer: one step = gradAccum micro-batches of B examples, each a reference forward (LoRA off,
 // no tape), a policy forward with a tape, the loss kernel, and a backward into the LoRA matrices only;
 // then one AdamW update with global-norm clipping. A step whose gradients are not finite is skipped by
-// the AdamW kernel itself (weights and moments untouched) and reported. Runs the same in the browser
-// worker and in Node: data comes in as examples plus a feature store, nothing here touches a file.
+// the AdamW kernel itself (weights and moments untouched) and reported.
+// With `trainable: 'all'` the same loop trains every UNet weight on the plain denoising loss instead (to
+// build a model from a seed): no LoRA, no reference model (it would be the policy itself), and only the
+// matched rows.
+// Runs the same in the browser worker and in Node: data comes in as examples plus a feature store,
+// nothing here touches a file.
 
 import type { Gpu } from '../gpu/gpu';
 import { alphasCumprod, SD15_SCHEDULER, type SchedulerConfig } from '../diffusion/schedule';
 import { checkResolution } from '../data/pixels';
 import { createLora, DEFAULT_TARGETS, loraTargets, type Lora, OPTIONAL_TARGETS } from '../models/lora';
 import { unetParams, type UNet } from '../models/unet';
-import { adamwStep, type AdamWParam } from '../nn/ops/adamw';
 import { mseRows, mseRowsBackward, mseRowsDiff } from '../nn/ops/reduce';
 import { accumulate, Ctx, Tape } from '../nn/tape';
 import { Tensor } from '../nn/tensor';
-import { batchTensors, drawNoise, type Features } from './batch';
+import { batchTensors, drawNoise, rowTensors, type Features } from './batch';
 import type { TermRef, TrainExample } from './examples';
 import { learningRate, LR_SCHEDULES, type LrSchedule } from './lr-schedule';
-import { defaultLossConfig, type LossMethod, parseMetrics, tpoLoss } from './losses';
-import { drawRandom, epochOrder } from './random';
+import { defaultLossConfig, type LossMethod, parseMetrics, type StepMetrics, tpoLoss } from './losses';
+import { AdamW, type OptimizerMoments } from './optimizer';
+import { drawRandom, epochOrder, takeInOrder } from './random';
 
 export interface TrainConfig {
   method: LossMethod;
@@ -48,6 +52,11 @@ export interface TrainConfig {
   resolution: number;
   /** Recompute each block in the backward instead of keeping its activations (less memory, ~30% slower). */
   gradientCheckpointing: boolean;
+  /**
+   * What trains: a LoRA on the frozen UNet (absent or 'lora'), or every UNet weight ('all', method 'sft':
+   * the denoising loss; the rank, alpha and targets are then unused).
+   */
+  trainable?: 'lora' | 'all';
 }
 
 /** The spec's defaults for a method. */
@@ -115,6 +124,10 @@ export function validateTrainConfig(c: TrainConfig): void {
   if (!Array.isArray(c.targets) || c.targets.length === 0) bad('no LoRA targets');
   const known: readonly string[] = [...DEFAULT_TARGETS, ...OPTIONAL_TARGETS];
   for (const t of c.targets) if (!known.includes(t)) bad(`unknown LoRA target ${JSON.stringify(t)} (use ${known.join(', ')})`);
+  if (c.trainable !== undefined && c.trainable !== 'lora' && c.trainable !== 'all') bad(`trainable must be lora or all, got ${JSON.stringify(c.trainable)}`);
+  // Every preference method compares with a reference model, which is the frozen UNet with its LoRA off:
+  // with every weight training there is none, so only the plain denoising loss applies.
+  if (c.trainable === 'all' && c.method !== 'sft') bad(`training all weights uses the denoising loss (method sft), got ${c.method}`);
   if (typeof c.gradientCheckpointing !== 'boolean') bad(`gradientCheckpointing must be true or false, got ${JSON.stringify(c.gradientCheckpointing)}`);
   try {
     checkResolution(c.resolution);
@@ -158,20 +171,19 @@ export interface StepReport {
   skipped: boolean;
 }
 
-export interface OptimizerMoments {
-  m: Map<Tensor, Tensor>;
-  v: Map<Tensor, Tensor>;
-}
+export type { OptimizerMoments } from './optimizer';
 
 export class Trainer {
   readonly abar: Float64Array;
   readonly params: Tensor[];
-  private readonly moments: OptimizerMoments;
-  private readonly normSq: Tensor;
+  /** Every UNet weight trains (config.trainable 'all'), not a LoRA. */
+  readonly allWeights: boolean;
+  private readonly optimizer: AdamW;
 
   /**
-   * `unet.lora` must be set (see createTrainerLora). `state` and `moments` come from a checkpoint, or are
-   * fresh when omitted.
+   * `unet.lora` must be set (see createTrainerLora) to train a LoRA; to train all weights it must not be,
+   * and the UNet's weights must be float32. `state` and `moments` come from a checkpoint, or are fresh
+   * when omitted.
    */
   constructor(
     readonly gpu: Gpu,
@@ -184,18 +196,16 @@ export class Trainer {
     scheduler: SchedulerConfig = SD15_SCHEDULER,
   ) {
     validateTrainConfig(config);
-    if (!unet.lora) throw new Error('Trainer: the UNet has no LoRA to train');
+    this.allWeights = config.trainable === 'all';
+    if (this.allWeights && unet.lora) throw new Error('Trainer: training all weights, but the UNet carries a LoRA');
+    if (!this.allWeights && !unet.lora) throw new Error('Trainer: the UNet has no LoRA to train');
     if (examples.length === 0) throw new Error('Trainer: no training examples');
     if (state.order.length !== examples.length) {
       throw new Error(`the checkpoint's data order covers ${state.order.length} examples, the data has ${examples.length}; resume with the same data`);
     }
     this.abar = alphasCumprod(scheduler);
-    this.params = unet.lora.params();
-    this.moments = moments ?? {
-      m: new Map(this.params.map((p) => [p, Tensor.zeros(gpu, p.shape)])),
-      v: new Map(this.params.map((p) => [p, Tensor.zeros(gpu, p.shape)])),
-    };
-    this.normSq = Tensor.zeros(gpu, [1]);
+    this.params = this.allWeights ? [...unet.trainAllWeights().values()] : unet.lora!.params();
+    this.optimizer = new AdamW(gpu, this.params, moments);
   }
 
   get lora(): Lora {
@@ -203,7 +213,7 @@ export class Trainer {
   }
 
   get optimizerMoments(): OptimizerMoments {
-    return this.moments;
+    return this.optimizer.moments;
   }
 
   get done(): boolean {
@@ -212,16 +222,7 @@ export class Trainer {
 
   /** The next B examples in data order, moving to a new epoch (new order) when one runs out. */
   private nextExamples(): TrainExample[] {
-    const out: TrainExample[] = [];
-    while (out.length < this.config.batchSize) {
-      if (this.state.position >= this.state.order.length) {
-        this.state.epoch++;
-        this.state.order = epochOrder(this.config.seed, this.state.epoch, this.examples.length);
-        this.state.position = 0;
-      }
-      out.push(this.examples[this.state.order[this.state.position++]]);
-    }
-    return out;
+    return takeInOrder(this.state, this.config.seed, this.examples.length, this.config.batchSize).map((i) => this.examples[i]);
   }
 
   /** One optimizer step. */
@@ -230,20 +231,20 @@ export class Trainer {
     const started = performance.now();
     const s = this.state.step;
     const grads = new Map<Tensor, Tensor>();
-    const metrics: ReturnType<typeof parseMetrics>[] = [];
+    const metrics: StepMetrics[] = [];
     try {
       for (let k = 0; k < c.gradAccum; k++) {
         const batch = this.nextExamples();
-        const rows: TermRef[] = [...batch.map((e) => e.w), ...batch.map((e) => e.l)];
         const { t, eps } = drawNoise(drawRandom(c.seed, 'noise', s, k), batch.length, this.features.keys.latentShape, c.tMin, c.tMax);
-        metrics.push(await this.microBatch(rows, t, eps, grads));
+        if (this.allWeights) {
+          metrics.push(await this.denoisingMicroBatch(batch.map((e) => e.w), t, eps, grads));
+        } else {
+          const rows: TermRef[] = [...batch.map((e) => e.w), ...batch.map((e) => e.l)];
+          metrics.push(await this.microBatch(rows, t, eps, grads));
+        }
       }
       const lr = learningRate({ lr: c.lr, schedule: c.lrSchedule, warmupSteps: c.warmupSteps, totalSteps: c.steps }, s);
-      const params: AdamWParam[] = this.params.map((p) => {
-        if (!grads.has(p)) grads.set(p, Tensor.zeros(this.gpu, p.shape));
-        return { param: p, grad: grads.get(p)!, m: this.moments.m.get(p)!, v: this.moments.v.get(p)! };
-      });
-      adamwStep(this.gpu, params, this.normSq, this.state.appliedSteps + 1, {
+      const normSq = await this.optimizer.step(grads, this.state.appliedSteps + 1, {
         lr,
         beta1: c.adamBeta1,
         beta2: c.adamBeta2,
@@ -251,7 +252,6 @@ export class Trainer {
         weightDecay: c.weightDecay,
         maxGradNorm: c.maxGradNorm,
       });
-      const normSq = (await this.normSq.read())[0];
       const skipped = !Number.isFinite(normSq);
       this.state.step++;
       if (skipped) this.state.skipped.push(this.state.step);
@@ -311,6 +311,36 @@ export class Trainer {
     }
   }
 
+  /**
+   * Forward and backward of one micro-batch of the denoising loss, mean_i mean((eps_theta(x_t, t, c) -
+   * eps)^2) over its B rows (SFT's loss, on every weight); the gradients are added into `grads`. Only the
+   * loss and errPolicyW (the same value) mean anything in its metrics: there is no reference model and no
+   * mismatched row, so those fields are NaN.
+   */
+  private async denoisingMicroBatch(rows: TermRef[], t: number[], eps: Float32Array, grads: Map<Tensor, Tensor>): Promise<StepMetrics> {
+    const { gpu, unet } = this;
+    const inputs = await rowTensors(gpu, this.features, rows, t, eps, this.abar);
+    const tape = new Tape();
+    const owned: Tensor[] = [];
+    try {
+      const out = await unet.forward(new Ctx(gpu, tape), inputs.xt, inputs.timesteps, inputs.ctx, { checkpoint: this.config.gradientCheckpointing });
+      const err = mseRows(out, inputs.noise);
+      owned.push(out, err);
+      // d loss / d err_i = 1 / B for the mean over rows, and 1 / gradAccum for the mean over micro-batches.
+      const dErr = Tensor.from(gpu, new Float32Array(rows.length).fill(1 / (rows.length * this.config.gradAccum)), [rows.length]);
+      const dOut = mseRowsBackward(out, inputs.noise, dErr);
+      owned.push(dErr, dOut);
+      const micro = tape.backward(out, dOut);
+      for (const [p, g] of micro) accumulate(grads, p, g);
+      const loss = (await err.read()).reduce((a, v) => a + v, 0) / rows.length;
+      return { loss, errPolicyW: loss, accuracy: NaN, meanMargin: NaN, clipFraction: NaN, tktoZ: NaN, errRefW: NaN, errPolicyL: NaN, errRefL: NaN, margins: [] };
+    } finally {
+      tape.dispose();
+      for (const x of owned) x.release();
+      inputs.release();
+    }
+  }
+
   /** Steps until the configured count, or until `control` stops it. */
   async run(control: TrainControl, onStep: (r: StepReport) => void | Promise<void>): Promise<'done' | 'cancelled'> {
     while (!this.done) {
@@ -320,12 +350,9 @@ export class Trainer {
     return 'done';
   }
 
-  /** Releases the optimizer state (the LoRA stays with the UNet). */
+  /** Releases the optimizer state (the LoRA, or the trained weights, stay with the UNet). */
   release(): void {
-    for (const t of [...this.moments.m.values(), ...this.moments.v.values()]) t.release();
-    this.moments.m.clear();
-    this.moments.v.clear();
-    this.normSq.release();
+    this.optimizer.release();
   }
 }
 
