@@ -42,22 +42,25 @@ export interface FixtureWeights {
   visualProjection: Float32Array; // [C, D]
 }
 
-function randomArray(rand: () => number, n: number): Float32Array {
+/** n values uniform in [lo, hi). */
+function randomArray(rand: () => number, n: number, lo = -1, hi = 1): Float32Array {
   const a = new Float32Array(n);
-  for (let i = 0; i < n; i++) a[i] = rand() * 2 - 1;
+  for (let i = 0; i < n; i++) a[i] = lo + rand() * (hi - lo);
   return a;
 }
 
 export function fixtureWeights(seed = 7): FixtureWeights {
   const rand = seededRandom(seed, 'clip-fixture');
   const vocabSize = Object.keys(fixtureVocab()).length;
+  // Token embeddings are non-negative (as the Relu'd image features are) and the projections mostly
+  // positive, so most cosines are positive: CLIP score clamps negative ones to 0, which would hide them.
   return {
     vocabSize,
-    embedding: randomArray(rand, vocabSize * FIXTURE_EMBED),
-    textProjection: randomArray(rand, FIXTURE_EMBED * FIXTURE_DIM),
+    embedding: randomArray(rand, vocabSize * FIXTURE_EMBED, 0, 1),
+    textProjection: randomArray(rand, FIXTURE_EMBED * FIXTURE_DIM, -0.5, 1),
     conv: randomArray(rand, FIXTURE_CHANNELS * 3 * FIXTURE_KERNEL * FIXTURE_KERNEL),
     convBias: randomArray(rand, FIXTURE_CHANNELS),
-    visualProjection: randomArray(rand, FIXTURE_CHANNELS * FIXTURE_DIM),
+    visualProjection: randomArray(rand, FIXTURE_CHANNELS * FIXTURE_DIM, -0.5, 1),
   };
 }
 
