@@ -91,18 +91,22 @@ describe('CLIP judge on the tiny fixture', () => {
     }
   });
 
-  it('runs a model with a fixed batch of 1, one item at a time', async () => {
+  it('runs a model with a fixed batch size in chunks of exactly that size, the last one filled', async () => {
     const d = temp();
     const w = writeFixtureFolder(d.dir);
     const g = visionGraph(w);
-    writeFileSync(path.join(d.dir, 'vision_model.onnx'), writeOnnxModel({ ...g, inputs: [{ ...g.inputs[0], shape: [1, 3, 8, 8] }] }));
+    writeFileSync(path.join(d.dir, 'vision_model.onnx'), writeOnnxModel({ ...g, inputs: [{ ...g.inputs[0], shape: [2, 3, 8, 8] }] }));
     const judge = await loadJudgeFolder(d.dir, 'clip', { batchSize: 4 });
     try {
       const progress: number[] = [];
-      const images = [randomImage(5, 8, 8), randomImage(6, 8, 8), randomImage(7, 8, 8)];
+      const images = [randomImage(5, 8, 8), randomImage(6, 9, 8), randomImage(7, 8, 12)];
       const out = await judge.embedImages(images, (n) => progress.push(n));
-      expect(progress).toEqual([1, 2, 3]);
-      expect(out).toHaveLength(3);
+      expect(progress).toEqual([2, 3]);
+      const config = parseClipImageConfig(JSON.stringify({ size: { shortest_edge: 10 }, crop_size: 8 }));
+      images.forEach((img, i) => {
+        const want = referenceImageEmbeds(w, clipPixelValues(img, config).data);
+        for (let k = 0; k < want.length; k++) expect(relErr(out[i][k], want[k])).toBeLessThan(1e-5);
+      });
     } finally {
       await judge.release();
     }
