@@ -10,9 +10,10 @@ import { decodeImageNode } from '../data/decode-node';
 import type { NegativeFilter } from '../tpo/examples';
 import { agreement, pairKey, parseImplicitScores, type Correlation } from '../judges/agreement';
 import type { ClipJudge, JudgeKind } from '../judges/clip-judge';
-import { loadJudgeFolder } from '../judges/clip-judge-node';
+import { loadJudgeFolder, readJudgeFolder } from '../judges/clip-judge-node';
 import { formatHelp, intOpt, type OptionTable, parseOptions, stringOpt, UsageError } from './args';
 import type { Command } from './command';
+import { sampleCommand } from './sample';
 import { type CliIO, ProgressBar } from './io';
 import { loadTrainingData, readImageFile } from './training-data';
 
@@ -21,6 +22,14 @@ const OPTIONS: OptionTable = {
   reward: { type: 'string', value: 'DIR', description: 'a reward model in the same layout, plus reward.json {"logit_scale": x}: score exp(x) * cosine' },
   data: { type: 'string', value: 'FILE.jsonl', description: "the lab's TPO data (images relative to the file): every pair is judged" },
   samples: { type: 'string', value: 'DIR', description: 'instead of --data: the folder `tpo-lab sample --compare` wrote; base against LoRA' },
+  model: { type: 'string', value: 'PATH', description: 'instead of --data: draw base and LoRA images of --prompts with this SD1.x model, then judge them' },
+  lora: { type: 'string', value: 'FILE', description: 'with --model: the LoRA to compare with the base model' },
+  prompts: { type: 'string', value: 'FILE.txt', description: 'with --model: prompts, one per line' },
+  'samples-out': { type: 'string', value: 'DIR', description: 'with --model: where the images go (default: the --out file\'s name without .jsonl, plus -samples)' },
+  images: { type: 'string', value: 'N', description: 'with --model: images per prompt (seeds S, S+1, ...)', default: '4' },
+  seed: { type: 'string', value: 'S', description: 'with --model: seed of the first image of each prompt', default: '0' },
+  steps: { type: 'string', value: 'N', description: 'with --model: sampling steps', default: '20' },
+  size: { type: 'string', value: 'PX', description: "with --model: image side, a multiple of 8 (default: the model's sample size)" },
   scores: { type: 'string', value: 'FILE.jsonl', description: "implicit scores to compare with: a run's scores.jsonl or tpo-lab score's output" },
   out: { type: 'string', value: 'FILE.jsonl', description: 'one line per pair (or sample pair), then a summary line' },
   batch: { type: 'string', value: 'B', description: 'images or captions per forward pass', default: '8' },
@@ -30,14 +39,18 @@ const OPTIONS: OptionTable = {
   help: { type: 'boolean', short: 'h', description: 'show this help' },
 };
 
-const USAGE = 'tpo-lab judge --clip DIR (--data FILE.jsonl [--scores FILE.jsonl] | --samples DIR) --out FILE.jsonl';
+const USAGE =
+  'tpo-lab judge --clip DIR (--data FILE.jsonl [--scores FILE.jsonl] | --samples DIR | --model PATH --lora FILE --prompts FILE.txt)\n' +
+  '       --out FILE.jsonl';
 
 const DESCRIPTION = `Scores images against captions with a model independent of the one trained. --clip gives the CLIP
 score as torchmetrics defines it, 100 * max(cos(image_embeds, text_embeds), 0); --reward a two-tower reward
 model's exp(logit_scale) * cos (PickScore, HPS). For each pair of --data: score_w = S(x, c_w), score_l =
 S(x, c_l), margin = score_w - score_l. With --scores: Pearson and Spearman correlation of the judge's
 margins and the implicit margins (the run's last step), overall and per principle. With --samples: each
-prompt and seed's base and LoRA images scored against the prompt. Runs on ONNX Runtime's wasm backend.`;
+prompt and seed's base and LoRA images scored against the prompt; --model, --lora and --prompts draw those
+images first (as tpo-lab sample --compare does, with its default sampler and guidance). Runs on ONNX
+Runtime's wasm backend.`;
 
 export const judgeCommand: Command = {
   name: 'judge',
@@ -101,9 +114,17 @@ async function runJudge(argv: string[], io: CliIO): Promise<number> {
   if (!clipArg && !rewardArg) throw new UsageError('--clip DIR (a CLIP ONNX export) or --reward DIR is required');
   const kind: JudgeKind = clipArg ? 'clip' : 'reward';
   const dataArg = stringOpt(values, 'data');
-  const samplesArg = stringOpt(values, 'samples');
-  if (dataArg && samplesArg) throw new UsageError('give --data FILE.jsonl (pairs) or --samples DIR (base against LoRA), not both');
-  if (!dataArg && !samplesArg) throw new UsageError('--data FILE.jsonl or --samples DIR is required');
+  let samplesArg = stringOpt(values, 'samples');
+  const modelArg = stringOpt(values, 'model');
+  if ([dataArg, samplesArg, modelArg].filter(Boolean).length > 1) {
+    throw new UsageError('give one of --data FILE.jsonl (pairs), --samples DIR or --model PATH (base against LoRA)');
+  }
+  if (!dataArg && !samplesArg && !modelArg) throw new UsageError('--data FILE.jsonl, --samples DIR or --model PATH is required');
+  for (const name of ['lora', 'prompts', 'samples-out', 'size']) {
+    if (!modelArg && stringOpt(values, name) !== undefined) throw new UsageError(`--${name} goes with --model (drawing the samples to judge)`);
+  }
+  if (modelArg && !stringOpt(values, 'lora')) throw new UsageError('--model draws base and LoRA images to compare: give --lora FILE');
+  if (modelArg && !stringOpt(values, 'prompts')) throw new UsageError('--model needs --prompts FILE.txt (the prompts to draw)');
   const scoresArg = stringOpt(values, 'scores');
   if (scoresArg && !dataArg) throw new UsageError('--scores compares pair margins: it goes with --data');
   const outArg = stringOpt(values, 'out');
@@ -137,6 +158,18 @@ async function runJudge(argv: string[], io: CliIO): Promise<number> {
       runImage: (p) => path.resolve(path.dirname(dataPath!), p),
       scoreImage: (p) => path.resolve(path.dirname(scoresPath), p),
     });
+  }
+  if (modelArg) {
+    // The judge folder is read before the (long) sampling, so a bad one fails fast.
+    await readJudgeFolder(judgeDir, kind);
+    samplesArg = stringOpt(values, 'samples-out') ?? path.join(path.dirname(outArg), `${path.basename(outArg).replace(/\.jsonl$/, '')}-samples`);
+    const size = stringOpt(values, 'size');
+    const sampleArgs = ['--model', modelArg, '--lora', stringOpt(values, 'lora')!, '--prompts', stringOpt(values, 'prompts')!, '--compare'];
+    sampleArgs.push('--batch', String(intOpt(values, 'images', 1, 4)), '--seed', String(intOpt(values, 'seed', 0, 0)), '--steps', String(intOpt(values, 'steps', 1, 20)));
+    if (size) sampleArgs.push('--width', size, '--height', size);
+    sampleArgs.push('--out', samplesArg, ...(quiet ? ['--quiet'] : []));
+    const status = await sampleCommand.run(sampleArgs, io);
+    if (status !== 0) return status;
   }
   const samples = samplesArg ? await readSamples(path.resolve(io.cwd, samplesArg), samplesArg) : null;
 

@@ -14,8 +14,11 @@ import { seededRandom } from '../../src/llm/random';
 import { ClipTokenizer } from '../../src/models/tokenizer';
 import { FIXTURE_MERGES, FIXTURE_PREPROCESSOR, fixtureVocab, referenceImageEmbeds, referenceTextEmbeds, writeFixtureFolder, type FixtureWeights } from '../helpers/clip-fixture';
 import { runCli } from '../helpers/cli';
+import { GOLDENS } from '../helpers/goldens';
+import { testGpu } from '../helpers/gpu';
 import { tempDir } from '../helpers/llm/files';
 
+const TINY = path.join(GOLDENS, 'tiny-sd15');
 const d = tempDir('tpo-lab-cli-judge-');
 afterAll(() => d.cleanup());
 let weights: FixtureWeights;
@@ -154,12 +157,43 @@ describe('tpo-lab judge --samples', () => {
   });
 });
 
+describe('tpo-lab judge --model --lora', () => {
+  it('draws base and LoRA images of the prompts on the tiny model, then judges them', async () => {
+    writeFileSync(path.join(d.dir, 'prompts.txt'), 'a red cat\na dog\n');
+    const args = ['judge', '--clip', 'clip', '--model', TINY, '--lora', path.join(TINY, 'lora.safetensors'), '--prompts', 'prompts.txt'];
+    const r = await runCli([...args, '--images', '1', '--steps', '1', '--size', '16', '--seed', '3', '--out', 'drawn.jsonl', '-q'], { cwd: d.dir, gpu: await testGpu() });
+    expect(r.status, r.err).toBe(0);
+    const index = JSON.parse(readFileSync(path.join(d.dir, 'drawn-samples', 'index.json'), 'utf8'));
+    expect(index).toMatchObject({ steps: 1, width: 16, height: 16, seed: 3, batch: 1 });
+    const out = lines(path.join(d.dir, 'drawn.jsonl'));
+    expect(out.map((x) => [x.prompt, x.seed, x.image_base, x.image_lora])).toEqual([
+      ['a red cat', 3, 'drawn-samples/000-3-base.png', 'drawn-samples/000-3-lora.png'],
+      ['a dog', 3, 'drawn-samples/001-3-base.png', 'drawn-samples/001-3-lora.png'],
+      [undefined, undefined, undefined, undefined],
+    ]);
+    const base = await referenceScore(path.join(d.dir, 'drawn-samples', '001-3-base.png'), 'a dog');
+    expect(Math.abs(out[1].score_base - base) / base).toBeLessThan(1e-5);
+    expect(r.out).toMatch(/CLIP score of 2 prompt and seed pairs/);
+    // Options of the drawing alone are refused without --model; --model needs --lora and --prompts.
+    for (const [extra, message] of [
+      [['--data', 'data/tpo.jsonl', '--lora', 'x.safetensors'], /--lora goes with --model/],
+      [['--model', TINY, '--prompts', 'prompts.txt'], /give --lora FILE/],
+      [['--model', TINY, '--lora', 'x.safetensors'], /--model needs --prompts FILE\.txt/],
+      [['--model', TINY, '--data', 'data/tpo.jsonl'], /give one of --data/],
+    ] as const) {
+      const bad = await runCli(['judge', '--clip', 'clip', ...extra, '--out', 'x.jsonl', '-q'], { cwd: d.dir });
+      expect(bad.status).toBe(2);
+      expect(bad.err).toMatch(message);
+    }
+  });
+});
+
 describe('tpo-lab judge refusals', () => {
   it('refuses bad options and malformed judge folders with the file named', async () => {
     for (const [args, status, message] of [
       [['--data', 'data/tpo.jsonl', '--out', 'x.jsonl'], 2, /--clip DIR .* is required/],
       [['--clip', 'clip', '--reward', 'clip', '--data', 'data/tpo.jsonl', '--out', 'x.jsonl'], 2, /give one judge/],
-      [['--clip', 'clip', '--out', 'x.jsonl'], 2, /--data FILE\.jsonl or --samples DIR is required/],
+      [['--clip', 'clip', '--out', 'x.jsonl'], 2, /--data FILE\.jsonl, --samples DIR or --model PATH is required/],
       [['--clip', 'clip', '--samples', 'samples', '--scores', 'data/scores.jsonl', '--out', 'x.jsonl'], 2, /--scores compares pair margins/],
       [['--clip', 'clip', '--data', 'data/tpo.jsonl', '--scores', 'nope.jsonl', '--out', 'x.jsonl'], 2, /--scores nope\.jsonl: no such file/],
       [['--clip', 'clip', '--samples', 'data', '--out', 'x.jsonl'], 2, /--samples data: no index\.json/],
