@@ -10,7 +10,7 @@ import { decodeImageNode } from '../data/decode-node';
 import type { NegativeFilter } from '../tpo/examples';
 import { agreement, pairKey, parseImplicitScores, type Correlation } from '../judges/agreement';
 import type { ClipJudge, JudgeKind } from '../judges/clip-judge';
-import { loadJudgeFolder, readJudgeFolder } from '../judges/clip-judge-node';
+import { loadJudgeFolder } from '../judges/clip-judge-node';
 import { formatHelp, intOpt, type OptionTable, parseOptions, stringOpt, UsageError } from './args';
 import type { Command } from './command';
 import { sampleCommand } from './sample';
@@ -159,22 +159,20 @@ async function runJudge(argv: string[], io: CliIO): Promise<number> {
       scoreImage: (p) => path.resolve(path.dirname(scoresPath), p),
     });
   }
-  if (modelArg) {
-    // The judge folder is read before the (long) sampling, so a bad one fails fast.
-    await readJudgeFolder(judgeDir, kind);
-    samplesArg = stringOpt(values, 'samples-out') ?? path.join(path.dirname(outArg), `${path.basename(outArg).replace(/\.jsonl$/, '')}-samples`);
-    const size = stringOpt(values, 'size');
-    const sampleArgs = ['--model', modelArg, '--lora', stringOpt(values, 'lora')!, '--prompts', stringOpt(values, 'prompts')!, '--compare'];
-    sampleArgs.push('--batch', String(intOpt(values, 'images', 1, 4)), '--seed', String(intOpt(values, 'seed', 0, 0)), '--steps', String(intOpt(values, 'steps', 1, 20)));
-    if (size) sampleArgs.push('--width', size, '--height', size);
-    sampleArgs.push('--out', samplesArg, ...(quiet ? ['--quiet'] : []));
-    const status = await sampleCommand.run(sampleArgs, io);
-    if (status !== 0) return status;
-  }
-  const samples = samplesArg ? await readSamples(path.resolve(io.cwd, samplesArg), samplesArg) : null;
-
+  // The judge is loaded (and its inputs and outputs checked) before any sampling, so a bad folder fails fast.
   const judge = await loadJudgeFolder(judgeDir, kind, { batchSize, onNotice: (t) => io.stderr.write(`${t}\n`) });
   try {
+    if (modelArg) {
+      samplesArg = stringOpt(values, 'samples-out') ?? path.join(path.dirname(outArg), `${path.basename(outArg).replace(/\.jsonl$/, '')}-samples`);
+      const size = stringOpt(values, 'size');
+      const sampleArgs = ['--model', modelArg, '--lora', stringOpt(values, 'lora')!, '--prompts', stringOpt(values, 'prompts')!, '--compare'];
+      sampleArgs.push('--batch', String(intOpt(values, 'images', 1, 4)), '--seed', String(intOpt(values, 'seed', 0, 0)), '--steps', String(intOpt(values, 'steps', 1, 20)));
+      if (size) sampleArgs.push('--width', size, '--height', size);
+      sampleArgs.push('--out', samplesArg, ...(quiet ? ['--quiet'] : []));
+      const status = await sampleCommand.run(sampleArgs, io);
+      if (status !== 0) return status;
+    }
+    const samples = samplesArg ? await readSamples(path.resolve(io.cwd, samplesArg), samplesArg) : null;
     if (samples) return await judgeSamples(judge, samples, out, io, quiet);
     const examples = data!.examples;
     const embeds = await embedAll(
