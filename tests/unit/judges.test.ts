@@ -2,12 +2,13 @@
 // Runtime's outputs against a plain TypeScript computation of the same graphs, CLIPImageProcessor's
 // preprocessing on hand-computed cases, the refusals of malformed judge folders, and the correlations.
 
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RgbaImage } from '../../src/data/pixels';
 import { ClipJudge, clipScore, cosine, rewardScore } from '../../src/judges/clip-judge';
 import { loadJudgeFolder, readJudgeFolder } from '../../src/judges/clip-judge-node';
+import { judgeSourceFromFiles, readJudgeFiles } from '../../src/judges/judge-files';
 import { averageRanks, pearson, spearman } from '../../src/judges/correlation';
 import { ONNX_FLOAT, writeOnnxModel, type OnnxGraph } from '../../src/judges/onnx-writer';
 import { clipPixelValues, parseClipImageConfig, pillowResizeRgb, shortestEdgeSize } from '../../src/judges/preprocess';
@@ -110,6 +111,28 @@ describe('CLIP judge on the tiny fixture', () => {
     } finally {
       await judge.release();
     }
+  });
+});
+
+describe('a judge folder picked in the browser', () => {
+  it('reads the same judge from File objects with their webkitRelativePath', async () => {
+    const d = temp();
+    writeFixtureFolder(path.join(d.dir, 'my-clip'), { onnxSubfolder: true, tokenizerJson: true });
+    const files = ['onnx/text_model.onnx', 'onnx/vision_model.onnx', 'preprocessor_config.json', 'tokenizer.json'].map((rel) => {
+      const f = new File([readFileSync(path.join(d.dir, 'my-clip', rel))], path.basename(rel));
+      Object.defineProperty(f, 'webkitRelativePath', { value: `my-clip/${rel}` });
+      return f;
+    });
+    const fromFiles = await ClipJudge.create(await readJudgeFiles(judgeSourceFromFiles(files), 'clip'));
+    const fromDir = await loadJudgeFolder(path.join(d.dir, 'my-clip'), 'clip');
+    try {
+      const img = randomImage(9, 11, 13);
+      expect(Array.from((await fromFiles.embedImages([img]))[0])).toEqual(Array.from((await fromDir.embedImages([img]))[0]));
+      expect(Array.from((await fromFiles.embedTexts(['a red dog']))[0])).toEqual(Array.from((await fromDir.embedTexts(['a red dog']))[0]));
+    } finally {
+      await Promise.all([fromFiles.release(), fromDir.release()]);
+    }
+    await expect(readJudgeFiles(judgeSourceFromFiles(files.slice(1)), 'clip')).rejects.toThrow(/^my-clip: no text_model\.onnx \(looked in my-clip and my-clip\/onnx\)/);
   });
 });
 
