@@ -224,8 +224,8 @@ export function clipPixelValues(img: RgbaImage, c: ClipImageConfig): { data: Flo
       const inside = sy >= 0 && sy < h && sx >= 0 && sx < w;
       for (let ch = 0; ch < 3; ch++) {
         let v = inside ? rgb[(sy * w + sx) * 3 + ch] : 0;
-        // float32 steps, as transformers does them on a float32 array.
-        if (c.doRescale) v = Math.fround(v * Math.fround(c.rescaleFactor));
+        // As transformers rounds: rescale in float64 then to float32; normalise in float32 (mean and std as float32).
+        if (c.doRescale) v = Math.fround(v * c.rescaleFactor);
         if (c.doNormalize) v = Math.fround(Math.fround(v - Math.fround(c.mean[ch])) / Math.fround(c.std[ch]));
         out[ch * plane + y * ow + x] = v;
       }
