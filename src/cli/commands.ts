@@ -3,6 +3,7 @@
 import type { Command } from './command';
 import { exportCommand } from './export';
 import { goldenCommand } from './golden';
+import { judgeCommand } from './judge';
 import { judgeShapesCommand } from './judge-shapes';
 import { pairsCommand } from './pairs';
 import { planCommand } from './plan';
@@ -11,4 +12,4 @@ import { scoreCommand } from './score';
 import { shapesCommand } from './shapes';
 import { trainCommand } from './train';
 
-export const COMMANDS: readonly Command[] = [goldenCommand, pairsCommand, planCommand, trainCommand, scoreCommand, sampleCommand, exportCommand, shapesCommand, judgeShapesCommand];
+export const COMMANDS: readonly Command[] = [goldenCommand, pairsCommand, planCommand, trainCommand, scoreCommand, sampleCommand, exportCommand, shapesCommand, judgeShapesCommand, judgeCommand];
