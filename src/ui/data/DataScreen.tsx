@@ -278,13 +278,13 @@ function PairCell({ dataset, record, index, onRemove }: { dataset: string; recor
         <figure>
           <Thumb dataset={dataset} image={record.imageW} alt={`Preferred: ${record.imageW}`} />
           <figcaption>
-            <span className="verdict verdict-good">preferred</span> <span title={record.imageW}>{record.imageW}</span>
+            <span className="pref-label pref-good">preferred</span> <span title={record.imageW}>{record.imageW}</span>
           </figcaption>
         </figure>
         <figure>
           <Thumb dataset={dataset} image={record.imageL} alt={`Rejected: ${record.imageL}`} />
           <figcaption>
-            <span className="verdict verdict-bad">rejected</span> <span title={record.imageL}>{record.imageL}</span>
+            <span className="pref-label pref-bad">rejected</span> <span title={record.imageL}>{record.imageL}</span>
           </figcaption>
         </figure>
       </div>
@@ -301,7 +301,7 @@ function LabelledCell({ dataset, record, index, onRemove }: { dataset: string; r
     <div className="item" role="listitem">
       <Thumb dataset={dataset} image={record.image} alt={record.caption} />
       <div className="item-name" title={record.image}>
-        <span className={record.label ? 'verdict verdict-good' : 'verdict verdict-bad'}>{record.label ? 'desirable' : 'undesirable'}</span> {record.image}
+        <span className={record.label ? 'pref-label pref-good' : 'pref-label pref-bad'}>{record.label ? 'desirable' : 'undesirable'}</span> {record.image}
       </div>
       <p className="item-caption">{record.caption}</p>
       <button type="button" className="small" aria-label={`Remove ${record.image} (record ${index + 1})`} onClick={() => void onRemove(index)}>
