@@ -136,8 +136,13 @@ describe('LlmCaptionEditor', () => {
 
   it('stops on cancellation, keeping what was made', async () => {
     const controller = new AbortController();
-    const editor = editorWith((_, i) => (i === 0 ? captionReply('a red cube to the left of a green ball on a wooden table') : { hang: true }));
-    setTimeout(() => controller.abort(), 100);
+    // Cancelled while the second request hangs (not after a fixed delay: on a loaded machine the first
+    // answer may take longer than any delay chosen).
+    const editor = editorWith((_, i) => {
+      if (i === 0) return captionReply('a red cube to the left of a green ball on a wooden table');
+      setTimeout(() => controller.abort(), 0);
+      return { hang: true };
+    });
     const res = await makeNegatives(editor, { caption: ORIGINAL, count: 3, principles: ['attribute'], signal: controller.signal });
     expect(res.cancelled).toBe(true);
     expect(res.made).toHaveLength(1);
