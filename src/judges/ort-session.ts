@@ -39,6 +39,16 @@ function hasWebGpu(): boolean {
   return !isNode && nav?.gpu !== undefined;
 }
 
+/**
+ * Where the browser fetches ORT's wasm binary from. ORT looks for it beside its own script by default, which
+ * a bundler moves (Vite's dev server serves dependencies pre-bundled from another folder): the app's worker
+ * passes the URL the bundler gave the file (`?url` import), in the dev server and in the built app alike.
+ * (In Node ORT reads the file from its package.)
+ */
+export function setOrtWasmUrl(url: string): void {
+  ort.env.wasm.wasmPaths = { wasm: url };
+}
+
 /** The default order of providers on this platform. */
 export function defaultBackends(): JudgeBackend[] {
   return hasWebGpu() ? ['webgpu', 'wasm'] : ['wasm'];
