@@ -62,7 +62,8 @@ export async function createJudgeSession(bytes: Uint8Array, file: string, option
   let lastError: unknown = null;
   for (const [i, backend] of backends.entries()) {
     try {
-      const session = await ort.InferenceSession.create(bytes, { executionProviders: [backend], graphOptimizationLevel: 'all' });
+      // Errors only: ORT's warnings (e.g. shape ops placed on the CPU beside the WebGPU provider) are routine.
+      const session = await ort.InferenceSession.create(bytes, { executionProviders: [backend], graphOptimizationLevel: 'all', logSeverityLevel: 3 });
       return { session, backend };
     } catch (e) {
       lastError = e;

@@ -603,12 +603,13 @@ describe('the judge', () => {
   }, 900_000);
 
   it("shows the judge's CLIP score under each base and LoRA sample", async () => {
+    const run = await prepare(); // (it shows the Model screen)
     await tab('Samples');
     // The images of the Samples test when the journey ran before; drawn here when this describe runs alone.
     if ((await page.getByRole('img', { name: 'a red circle on the left — seed 5, LoRA at 1' }).count()) === 0) {
       await page.getByLabel('Prompts').fill('a red circle on the left');
       await page.getByLabel('Seeds').fill('5');
-      await page.getByLabel('Run', { exact: true }).selectOption(await prepare());
+      await page.getByLabel('Run', { exact: true }).selectOption(run);
       await page.getByLabel('LoRA scale value').fill('1');
       await page.getByLabel('Sampling steps').fill('2');
       await page.getByLabel('Width (px)').fill('64');

@@ -13,6 +13,18 @@ export interface ScatterPoint {
 }
 
 const HEIGHT = 240;
+
+/** An axis range over the values and zero, with a margin so that no dot sits on the frame. */
+function padded(lo: number | null, hi: number | null): uPlot.Range.MinMax {
+  let a = Math.min(0, lo ?? 0);
+  let b = Math.max(0, hi ?? 0);
+  if (a === b) {
+    a -= 1;
+    b += 1;
+  }
+  const pad = (b - a) * 0.08;
+  return [a - pad, b + pad];
+}
 const fmt = (v: number) => (Math.abs(v) >= 100 || (v !== 0 && Math.abs(v) < 0.01) ? v.toExponential(1) : v.toFixed(2));
 
 export function JudgeScatter({ points, label }: { points: ScatterPoint[]; label: string }) {
@@ -33,12 +45,14 @@ export function JudgeScatter({ points, label }: { points: ScatterPoint[]; label:
         height: HEIGHT,
         legend: { show: false },
         cursor: { drag: { x: false, y: false } },
-        scales: { x: { time: false } },
+        scales: { x: { time: false, range: (_u, lo, hi) => padded(lo, hi) }, y: { range: (_u, lo, hi) => padded(lo, hi) } },
+        // The zero lines: dots in the upper-right and lower-left quarters are pairs the two margins agree on.
+        hooks: { draw: [(u) => drawZeroLines(u, colour('--text'))] },
         axes: [
           { ...axis, label: 'implicit margin (the run)' },
           { ...axis, label: 'judge margin', size: 64 },
         ],
-        series: [{ label: 'implicit margin' }, { label: 'judge margin', stroke: colour('--accent'), paths: () => null, points: { show: true, size: 8, width: 1, fill: colour('--accent'), stroke: colour('--surface') } }],
+        series: [{ label: 'implicit margin' }, { label: 'judge margin', stroke: colour('--accent'), paths: () => null, points: { show: true, size: 10, width: 1, fill: colour('--accent'), stroke: colour('--surface') } }],
       },
       [sorted.map((p) => p.implicit), sorted.map((p) => p.judge)],
       el,
@@ -58,4 +72,23 @@ export function JudgeScatter({ points, label }: { points: ScatterPoint[]; label:
       <div ref={box} className="chart-box" role="img" aria-label={`${label}: ${points.length} pairs, ${agree} with both margins of the same sign`} />
     </figure>
   );
+}
+
+function drawZeroLines(u: uPlot, colour: string): void {
+  const { ctx } = u;
+  const { left, top, width, height } = u.bbox;
+  const x = Math.round(u.valToPos(0, 'x', true));
+  const y = Math.round(u.valToPos(0, 'y', true));
+  ctx.save();
+  ctx.strokeStyle = colour;
+  ctx.globalAlpha = 0.6;
+  ctx.lineWidth = Math.max(1, devicePixelRatio);
+  ctx.setLineDash([4 * devicePixelRatio, 3 * devicePixelRatio]);
+  ctx.beginPath();
+  ctx.moveTo(x, top);
+  ctx.lineTo(x, top + height);
+  ctx.moveTo(left, y);
+  ctx.lineTo(left + width, y);
+  ctx.stroke();
+  ctx.restore();
 }
