@@ -848,6 +848,8 @@ export class Lab {
   judgePairs(dataset: string, run: string | null, onProgress?: (done: number, total: number) => void): Promise<JudgePairsResult> {
     return this.queueJudge(async () => {
       const { judge, info } = this.requireJudge();
+      const kind = await this.datasetKind(dataset);
+      if (kind !== 'tpo') throw new InputError(`dataset ${dataset} holds ${DATA_NAMES[kind]}: the judge scores images against their captions and the negatives written for them`);
       const data = await this.trainingData(dataset, 'tdpo', 'all');
       const itemsText = (await readText(this.datasetFolder(dataset), ITEMS_FILE)) ?? '';
       let cached = this.judged.get(dataset);

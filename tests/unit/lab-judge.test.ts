@@ -125,7 +125,7 @@ describe('the lab with an independent judge', () => {
     }
   }, 60_000);
 
-  it('refuses a wrong folder (as input, the file named) and keeps the open judge; refuses a run of other data', async () => {
+  it('refuses a wrong folder (as input, the file named) and keeps the open judge; refuses a run of other data and preference data', async () => {
     const wrong = path.join(d.dir, 'not-a-judge');
     mkdirSync(wrong);
     writeFileSync(path.join(wrong, 'text_model.onnx'), 'not onnx');
@@ -144,6 +144,14 @@ describe('the lab with an independent judge', () => {
     const other = '20260101-000000-ffff';
     await root.write(`runs/${other}/run.json`, JSON.stringify({ data: 'some-other-dataset', model: 'tiny' }));
     await expect(lab.judgePairs(dataset, other)).rejects.toThrow(/trained on dataset some-other-dataset/);
+    // Preference data has no captions and negatives to judge.
+    const pref = path.join(d.dir, 'pref');
+    mkdirSync(pref);
+    writeFileSync(path.join(pref, 'a.png'), discPng(16, [220, 30, 30], [0, 0, 0], 1));
+    writeFileSync(path.join(pref, 'b.png'), discPng(16, [30, 40, 220], [0, 0, 0], 2));
+    writeFileSync(path.join(pref, 'pairs.jsonl'), JSON.stringify({ prompt: 'a red circle', image_w: 'a.png', image_l: 'b.png' }));
+    const dpo = await lab.importDataset(nodeSource(pref), 'pairs');
+    await expect(lab.judgePairs(dpo.dataset.id, null)).rejects.toThrow(/Diffusion-DPO pairs .*: the judge scores images against their captions/);
     await lab.closeJudge();
     expect(lab.judgeInfo()).toBeNull();
   }, 60_000);
