@@ -187,7 +187,6 @@ async function runJudge(argv: string[], io: CliIO): Promise<number> {
       }),
     );
     const { accuracy, meanMargin } = judgeSummary(rows);
-    const agree = compared;
     const summary = {
       summary: true,
       judge: kind,
@@ -195,16 +194,16 @@ async function runJudge(argv: string[], io: CliIO): Promise<number> {
       pairs: rows.length,
       accuracy,
       mean_margin: meanMargin,
-      ...(agree ? { implicit_scores: path.resolve(io.cwd, scoresArg!), implicit_step: implicit!.step, matched: agree.matched, correlation: agree.overall, correlation_by_principle: agree.byPrinciple } : {}),
+      ...(compared ? { implicit_scores: path.resolve(io.cwd, scoresArg!), implicit_step: implicit!.step, matched: compared.matched, correlation: compared.overall, correlation_by_principle: compared.byPrinciple } : {}),
     };
     lines.push(JSON.stringify(summary));
     await writeFile(out, `${lines.join('\n')}\n`);
     const label = kind === 'clip' ? 'CLIP score' : 'reward';
     io.stdout.write(`${label}: judge accuracy ${accuracy.toFixed(3)} (share of pairs with score_w > score_l), mean margin ${meanMargin.toPrecision(4)} over ${rows.length} pairs; wrote ${out}\n`);
-    if (agree) {
-      const unmatched = rows.length - agree.matched;
-      io.stdout.write(`agreement with the implicit margins${implicit!.step !== null ? ` at step ${implicit!.step}` : ''}: ${formatCorrelation(agree.overall)}\n`);
-      for (const [p, c] of Object.entries(agree.byPrinciple)) io.stdout.write(`  ${p}: ${formatCorrelation(c)}\n`);
+    if (compared) {
+      const unmatched = rows.length - compared.matched;
+      io.stdout.write(`agreement with the implicit margins${implicit!.step !== null ? ` at step ${implicit!.step}` : ''}: ${formatCorrelation(compared.overall)}\n`);
+      for (const [p, c] of Object.entries(compared.byPrinciple)) io.stdout.write(`  ${p}: ${formatCorrelation(c)}\n`);
       if (unmatched) io.stderr.write(`${unmatched} of ${rows.length} pairs have no implicit score in ${scoresArg} (left out of the correlations)\n`);
     }
     return 0;

@@ -594,7 +594,7 @@ describe('the judge', () => {
     const result = page.getByRole('region', { name: 'Judge result', exact: true });
     await result.waitFor({ timeout: 120_000 });
     expect(await result.locator('.score-summary').innerText()).toMatch(/^Judge accuracy \d+% · mean judge margin -?\d+\.\d{3} · \d+ pairs$/);
-    expect(await result.getByLabel('Judge agreement', { exact: true }).innerText()).toMatch(/at step \d+: Pearson (-?\d\.\d{3}|n\/a) · Spearman (-?\d\.\d{3}|n\/a) over \d+ pairs/);
+    expect(await result.getByLabel('Judge agreement', { exact: true }).innerText()).toMatch(/at step \d+ \(training and held-out pairs\): Pearson (-?\d\.\d{3}|n\/a) · Spearman (-?\d\.\d{3}|n\/a) over \d+ pairs/);
     const scatter = result.getByRole('img', { name: /^Judge margin against implicit margin: \d+ pairs/ });
     await scatter.locator('canvas').first().waitFor();
     expect(await result.getByRole('table', { name: 'Judge agreement per principle', exact: true }).innerText()).toMatch(/Principle\s+Pairs\s+Pearson\s+Spearman[\s\S]*attribute/);

@@ -94,7 +94,7 @@ function JudgeResult({ result, points }: { result: NonNullable<ReturnType<typeof
       ) : (
         <>
           <p className="judge-correlation" aria-label="Judge agreement">
-            Agreement with the implicit margins at step {result.step}: <strong>{correlationText(result.overall)}</strong>
+            Agreement with the implicit margins at step {result.step} (training and held-out pairs): <strong>{correlationText(result.overall)}</strong>
             {result.matched < result.rows.length && ` (${result.rows.length - result.matched} pairs the run did not score are left out)`}
           </p>
           <JudgeScatter points={points} label="Judge margin against implicit margin" />
