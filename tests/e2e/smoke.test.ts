@@ -210,6 +210,20 @@ describe('the built app with a judge', () => {
     expect(await backend.innerText()).toMatch(/^CLIP clip-judge on (WebGPU|wasm \(on the CPU\))$/);
     expect(log.filter((l) => /wasm|\[uncaught\]|\[request failed\]/.test(l))).toEqual([]);
   });
+
+  it('opens it on the wasm backend in a browser without WebGPU', async () => {
+    const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: NO_WEBGPU_ARGS });
+    browsers.push(browser);
+    const { page, log } = await openApp(browser);
+    const judgeDir = path.join(shotDir, 'clip-judge-wasm');
+    writeFixtureFolder(judgeDir, { onnxSubfolder: true });
+    await page.getByRole('navigation', { name: 'Screens' }).getByRole('button', { name: 'Scores', exact: true }).click();
+    await page.getByLabel('Judge folder', { exact: true }).setInputFiles(judgeDir);
+    const backend = page.getByLabel('Judge backend', { exact: true });
+    await explained('Opening the judge without WebGPU', page, log, () => backend.waitFor({ timeout: 60_000 }));
+    expect(await backend.innerText()).toBe('CLIP clip-judge-wasm on wasm (on the CPU)');
+    expect(log.filter((l) => /wasm|\[uncaught\]|\[request failed\]/.test(l))).toEqual([]);
+  });
 });
 
 describe('without WebGPU', () => {
