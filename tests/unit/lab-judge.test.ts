@@ -14,6 +14,7 @@ import { encodePng } from '../../src/cli/sample';
 import { decodeImageNode } from '../../src/data/decode-node';
 import { nodeSource } from '../../src/data/node-fs';
 import { pairKey } from '../../src/judges/agreement';
+import { cosine } from '../../src/judges/clip-judge';
 import { judgeSourceFromDir, loadJudgeFolder } from '../../src/judges/clip-judge-node';
 import { pearson, spearman } from '../../src/judges/correlation';
 import { writeFixtureFolder } from '../helpers/clip-fixture';
@@ -125,7 +126,7 @@ describe('the lab with an independent judge', () => {
     }
   }, 60_000);
 
-  it('refuses a wrong folder (as input, the file named) and keeps the open judge; refuses a run of other data and preference data', async () => {
+  it('refuses a wrong folder (as input, the file named) and keeps the open judge; refuses a run of other data and preference data; another judge (a reward model) replaces it', async () => {
     const wrong = path.join(d.dir, 'not-a-judge');
     mkdirSync(wrong);
     writeFileSync(path.join(wrong, 'text_model.onnx'), 'not onnx');
@@ -152,6 +153,24 @@ describe('the lab with an independent judge', () => {
     writeFileSync(path.join(pref, 'pairs.jsonl'), JSON.stringify({ prompt: 'a red circle', image_w: 'a.png', image_l: 'b.png' }));
     const dpo = await lab.importDataset(nodeSource(pref), 'pairs');
     await expect(lab.judgePairs(dpo.dataset.id, null)).rejects.toThrow(/Diffusion-DPO pairs .*: the judge scores images against their captions/);
+
+    // Another judge replaces the open one (a reward model: exp(logit_scale) * cosine); its scores are its own.
+    const rewardDir = path.join(d.dir, 'reward');
+    writeFixtureFolder(rewardDir, { logitScale: Math.log(50) });
+    expect(await lab.openJudge(judgeSourceFromDir(rewardDir), 'reward')).toMatchObject({ kind: 'reward', name: rewardDir });
+    const image = { bytes: new Uint8Array(discPng(16, [220, 30, 30], [0, 0, 0], 5)), prompt: 'a red cat' };
+    const [reward] = await lab.judgeImages([image]);
+    const plain = await loadJudgeFolder(rewardDir, 'clip');
+    try {
+      const [x] = await plain.embedImages([await decodeImageNode(image.bytes, 'image')]);
+      const [t] = await plain.embedTexts([image.prompt]);
+      expect(reward).toBeCloseTo(50 * cosine(x, t), 4);
+    } finally {
+      await plain.release();
+    }
+    const rejudged: unknown[] = [];
+    await lab.judgePairs(dataset, null, (...p) => rejudged.push(p));
+    expect(rejudged.length).toBeGreaterThan(0); // the clip judge's kept scores are not the reward model's
     await lab.closeJudge();
     expect(lab.judgeInfo()).toBeNull();
   }, 60_000);
