@@ -21,6 +21,6 @@ export function failureKind(error: unknown): FailureKind {
   if (name === 'StorageFullError') return 'storage-full';
   if (name === 'GpuDeviceLostError') return 'device-lost';
   // Problems with the user's files (a damaged model, a wrong config, an unreadable dataset) are input too.
-  if (name === 'InputError' || name === 'ModelLoadError' || name === 'SafetensorsError' || name === 'DatasetImportError' || name === 'ImageDecodeError' || name === 'LoraFileError') return 'input';
+  if (name === 'InputError' || name === 'ModelLoadError' || name === 'SafetensorsError' || name === 'DatasetImportError' || name === 'ImageDecodeError' || name === 'LoraFileError' || name === 'JudgeModelError') return 'input';
   return 'error';
 }

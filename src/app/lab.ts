@@ -17,6 +17,11 @@ import type { DatasetSource } from '../data/source';
 import type { DatasetItem, ImportProblem } from '../data/types';
 import type { PrincipleChoice } from '../data/vocabulary';
 import { type Gpu, GpuDeviceLostError } from '../gpu/gpu';
+import { type Correlation, parseImplicitScores } from '../judges/agreement';
+import { ClipJudge, type JudgeKind } from '../judges/clip-judge';
+import { readJudgeFiles, type JudgeSource } from '../judges/judge-files';
+import { compareWithImplicit, embedAll, judgeCaptionPairs, type JudgedPair, judgeSummary, principleOf } from '../judges/judge-pairs';
+import type { JudgeBackend } from '../judges/ort-session';
 import { type DecodedLora, decodeLora, encodeLora, type LoraFormat, loraFromHost } from '../models/lora-io';
 import { SafetensorsFile, memorySource } from '../models/safetensors';
 import { type MemoryPlan, planMemory, type TrainMethod } from '../models/memory-plan';
@@ -154,6 +159,46 @@ export interface NegativesRequest extends PairsEditorSettings {
   perCaption: number;
 }
 
+/** The independent judge the lab has open (a CLIP model or a CLIP-shaped reward model). */
+export interface JudgeInfo {
+  /** The picked folder's name. */
+  name: string;
+  kind: JudgeKind;
+  /** The ONNX Runtime provider the towers run on. */
+  backend: JudgeBackend;
+  /** What happened on the way, e.g. the WebGPU provider failing and wasm taking over. */
+  notices: string[];
+}
+
+/** One TPO pair as the judge scored it, with the run's implicit margin when the run scored it. */
+export interface JudgePairRow {
+  image: string;
+  caption: string;
+  negative: string;
+  principle: string;
+  scoreW: number;
+  scoreL: number;
+  margin: number;
+  implicitMargin: number | null;
+}
+
+export interface JudgePairsResult {
+  judge: JudgeInfo;
+  dataset: string;
+  run: string | null;
+  /** The run's step the implicit margins are from (its last scored one); null without a run or its scores. */
+  step: number | null;
+  rows: JudgePairRow[];
+  /** Share of pairs with score_w > score_l (a tie counts half), and the mean judge margin. */
+  accuracy: number;
+  meanMargin: number;
+  /** Pairs with an implicit margin: what the correlations are over. */
+  matched: number;
+  /** Pearson and Spearman of judge against implicit margins; null without a run. */
+  overall: Correlation | null;
+  byPrinciple: Record<string, Correlation>;
+}
+
 /** The trainer's method names as the memory plan spells them. */
 const PLAN_METHOD: Record<TrainConfig['method'], TrainMethod> = { tdpo: 'tdpo', tkto: 'tkto', sft: 'sft', dpo: 'diffusion-dpo', kto: 'diffusion-kto' };
 
@@ -196,6 +241,15 @@ export class Lab {
   private sampler: ModelSampler | null = null;
   /** sample() calls, one after the other: they share the cached networks and the UNet's LoRA slot. */
   private sampling: Promise<unknown> = Promise.resolve();
+  /** The open judge; one at a time (its ONNX sessions hold the model's weights). */
+  private judge: { judge: ClipJudge; info: JudgeInfo } | null = null;
+  /**
+   * The open judge's scores of each dataset's pairs, with the items they were computed from: scores do not
+   * depend on the run, so switching runs or views reuses them; edited negatives are judged again.
+   */
+  private judged = new Map<string, { itemsText: string; rows: JudgedPair[] }>();
+  /** Judge calls, one after the other: an ONNX Runtime session runs one inference at a time. */
+  private judging: Promise<unknown> = Promise.resolve();
   readonly features: FeatureStore;
 
   constructor(private readonly platform: LabPlatform) {
@@ -733,6 +787,110 @@ export class Lab {
   /** What exportLora would write with these options: the file's metadata, tensor count and size. */
   async loraInfo(id: string, options: { format?: LoraFormat; dtype?: 'fp16' | 'fp32' } = {}): Promise<LoraInfo> {
     return (await this.encodeRunLora(id, options)).info;
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Independent judge
+
+  /** Runs judge calls one after the other. */
+  private queueJudge<T>(work: () => Promise<T>): Promise<T> {
+    const next = this.judging.catch(() => undefined).then(work);
+    this.judging = next;
+    return next;
+  }
+
+  /**
+   * Opens a judge folder (see judge-files.ts) and makes it the lab's judge, releasing the one before. A
+   * folder that fails to open leaves the open judge as it was.
+   */
+  openJudge(source: JudgeSource, kind: JudgeKind): Promise<JudgeInfo> {
+    return this.queueJudge(async () => {
+      let files;
+      try {
+        files = await readJudgeFiles(source, kind);
+      } catch (e) {
+        // A missing or malformed file of the folder the user picked: what they gave is wrong.
+        throw new InputError((e as Error).message);
+      }
+      const notices: string[] = [];
+      const judge = await ClipJudge.create(files, { onNotice: (text) => notices.push(text) });
+      await this.judge?.judge.release();
+      this.judge = { judge, info: { name: source.name, kind, backend: judge.backend, notices } };
+      this.judged.clear();
+      return this.judge.info;
+    });
+  }
+
+  /** The open judge, or null. */
+  judgeInfo(): JudgeInfo | null {
+    return this.judge?.info ?? null;
+  }
+
+  /** Lets go of the judge's sessions. */
+  closeJudge(): Promise<void> {
+    return this.queueJudge(async () => {
+      await this.judge?.judge.release();
+      this.judge = null;
+      this.judged.clear();
+    });
+  }
+
+  private requireJudge(): { judge: ClipJudge; info: JudgeInfo } {
+    if (!this.judge) throw new InputError('no judge is open: pick a judge folder (a CLIP ONNX export) first');
+    return this.judge;
+  }
+
+  /**
+   * The open judge's scores of every pair of a captioned-image dataset (score_w, score_l, margin) and, with
+   * a run trained on it, the run's implicit margins at its last scored step beside them: the correlation of
+   * the two margins overall and per principle. `onProgress` counts captions and images embedded.
+   */
+  judgePairs(dataset: string, run: string | null, onProgress?: (done: number, total: number) => void): Promise<JudgePairsResult> {
+    return this.queueJudge(async () => {
+      const { judge, info } = this.requireJudge();
+      const kind = await this.datasetKind(dataset);
+      if (kind !== 'tpo') throw new InputError(`dataset ${dataset} holds ${DATA_NAMES[kind]}: the judge scores images against their captions and the negatives written for them`);
+      const data = await this.trainingData(dataset, 'tdpo', 'all');
+      const itemsText = (await readText(this.datasetFolder(dataset), ITEMS_FILE)) ?? '';
+      let cached = this.judged.get(dataset);
+      if (!cached || cached.itemsText !== itemsText) {
+        const pairs = data.examples.map((e) => ({ image: e.w.image, caption: e.w.caption, negative: e.l.caption, principle: e.principle ?? null }));
+        // One count over both towers: the captions first, then the images.
+        const captions = new Set(pairs.flatMap((p) => [p.caption, p.negative])).size;
+        const total = captions + new Set(pairs.map((p) => p.image)).size;
+        const rows = await judgeCaptionPairs(judge, pairs, async (image) => this.platform.decode(await this.readImage(dataset, image), image), (stage, done) => onProgress?.(stage === 'captions' ? done : captions + done, total));
+        cached = { itemsText, rows };
+        this.judged.set(dataset, cached);
+      }
+      const summary = judgeSummary(cached.rows);
+      const plain = (r: JudgedPair, implicitMargin: number | undefined): JudgePairRow => ({ ...r, principle: principleOf(r), implicitMargin: implicitMargin ?? null });
+      const base = { judge: info, dataset, run, ...summary };
+      if (run === null) return { ...base, step: null, rows: cached.rows.map((r) => plain(r, undefined)), matched: 0, overall: null, byPrinciple: {} };
+      const settings = await readText(this.runFolder(run), RUN_SETTINGS_FILE);
+      if (!settings) throw new InputError(`there is no run ${run}`);
+      const trainedOn = (JSON.parse(settings) as RunSettings).data;
+      if (trainedOn !== dataset) throw new InputError(`run ${run} was trained on dataset ${trainedOn}, not ${dataset}: its implicit margins are of other pairs`);
+      const scores = await readText(this.runFolder(run), SCORES_FILE);
+      // A run without scores yet: the judge's margins alone, nothing to correlate with.
+      const implicit = scores ? parseImplicitScores(scores, `run ${run}/${SCORES_FILE}`, { runImage: (p) => p, scoreImage: (p) => p }) : { margins: new Map<string, number>(), step: null };
+      const compared = compareWithImplicit(cached.rows, implicit);
+      return { ...base, step: implicit.step, rows: compared.rows.map((r) => plain(r, r.implicitMargin)), matched: compared.matched, overall: compared.overall, byPrinciple: compared.byPrinciple };
+    });
+  }
+
+  /** The open judge's score of each image (PNG or JPEG bytes) against its prompt: the Samples screen's base and LoRA images. */
+  judgeImages(images: readonly { bytes: Uint8Array; prompt: string }[]): Promise<number[]> {
+    return this.queueJudge(async () => {
+      const { judge } = this.requireJudge();
+      const indices = images.map((_, i) => i);
+      const embeds = await embedAll(
+        judge,
+        indices,
+        images.map((i) => i.prompt),
+        (i) => this.platform.decode(images[i].bytes, `image ${i + 1}`),
+      );
+      return indices.map((i) => judge.score(embeds.image(i), embeds.text(images[i].prompt)));
+    });
   }
 
   // ---------------------------------------------------------------------------------------------

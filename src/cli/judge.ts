@@ -8,7 +8,8 @@ import { readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { decodeImageNode } from '../data/decode-node';
 import type { NegativeFilter } from '../tpo/examples';
-import { agreement, pairKey, parseImplicitScores, type Correlation } from '../judges/agreement';
+import { parseImplicitScores, type Correlation } from '../judges/agreement';
+import { compareWithImplicit, embedAll, judgeCaptionPairs, type JudgeProgress, judgeSummary } from '../judges/judge-pairs';
 import type { ClipJudge, JudgeKind } from '../judges/clip-judge';
 import { loadJudgeFolder } from '../judges/clip-judge-node';
 import { formatHelp, intOpt, type OptionTable, parseOptions, stringOpt, UsageError } from './args';
@@ -68,36 +69,24 @@ async function decodeFile(file: string) {
   return decodeImageNode(await readImageFile(file), file);
 }
 
-/** Embeds each distinct image and caption once; returns lookups by path and by caption. */
-async function embedAll(judge: ClipJudge, images: readonly string[], captions: readonly string[], io: CliIO, quiet: boolean) {
-  const uniqueImages = [...new Set(images)];
-  const uniqueCaptions = [...new Set(captions)];
-  const textBar = new ProgressBar(io.stderr, uniqueCaptions.length, 'captions', !quiet);
-  let textsDone = 0;
-  // The judge reports running totals; the bar takes increments.
-  const textEmbeds = await judge.embedTexts(uniqueCaptions, (done) => {
-    textBar.tick(done - textsDone);
-    textsDone = done;
-  });
-  textBar.finish();
-  const imageBar = new ProgressBar(io.stderr, uniqueImages.length, 'images', !quiet);
-  const imageEmbeds: Float32Array[] = [];
-  // Decoded a batch at a time, so a large data set is never all in memory as pixels.
-  const step = 32;
-  for (let i = 0; i < uniqueImages.length; i += step) {
-    const decoded = await Promise.all(uniqueImages.slice(i, i + step).map(decodeFile));
-    let imagesDone = 0;
-    imageEmbeds.push(
-      ...(await judge.embedImages(decoded, (done) => {
-        imageBar.tick(done - imagesDone);
-        imagesDone = done;
-      })),
-    );
-  }
-  imageBar.finish();
-  const byImage = new Map(uniqueImages.map((p, i) => [p, imageEmbeds[i]]));
-  const byCaption = new Map(uniqueCaptions.map((c, i) => [c, textEmbeds[i]]));
-  return { image: (p: string) => byImage.get(p)!, text: (c: string) => byCaption.get(c)! };
+/** Progress bars for the judge's stages: one for the captions, one for the images. */
+function progressBars(io: CliIO, quiet: boolean): { onProgress: JudgeProgress; finish(): void } {
+  let bar: ProgressBar | null = null;
+  let shown = 0;
+  return {
+    // The judge reports running totals; the bar takes increments.
+    onProgress(stage, done, total) {
+      if (done === 0) {
+        bar?.finish();
+        bar = new ProgressBar(io.stderr, total, stage, !quiet);
+        shown = 0;
+        return;
+      }
+      bar?.tick(done - shown);
+      shown = done;
+    },
+    finish: () => bar?.finish(),
+  };
 }
 
 function formatCorrelation(c: Correlation): string {
@@ -174,37 +163,30 @@ async function runJudge(argv: string[], io: CliIO): Promise<number> {
     }
     const samples = samplesArg ? await readSamples(path.resolve(io.cwd, samplesArg), samplesArg) : null;
     if (samples) return await judgeSamples(judge, samples, out, io, quiet);
-    const examples = data!.examples;
-    const embeds = await embedAll(
+    const bars = progressBars(io, quiet);
+    const judged = await judgeCaptionPairs(
       judge,
-      examples.map((e) => e.w.image),
-      examples.flatMap((e) => [e.w.caption, e.l.caption]),
-      io,
-      quiet,
+      data!.examples.map((e) => ({ image: e.w.image, caption: e.w.caption, negative: e.l.caption, principle: e.principle ?? null })),
+      decodeFile,
+      bars.onProgress,
     );
-    const rows = examples.map((e) => {
-      const x = embeds.image(e.w.image);
-      const scoreW = judge.score(x, embeds.text(e.w.caption));
-      const scoreL = judge.score(x, embeds.text(e.l.caption));
-      const implicitMargin = implicit?.margins.get(pairKey(e.w.image, e.l.caption));
-      return { e, scoreW, scoreL, margin: scoreW - scoreL, implicitMargin };
-    });
+    bars.finish();
+    // Image paths are resolved on both sides (the data's and the scores'), so they match as they are.
+    const compared = implicit ? compareWithImplicit(judged, implicit) : null;
+    const rows = compared?.rows ?? judged.map((r) => ({ ...r, implicitMargin: undefined }));
     const lines = rows.map((r) =>
       JSON.stringify({
-        image: relativeTo(out, r.e.w.image),
-        caption: r.e.w.caption,
-        negative: r.e.l.caption,
-        principle: r.e.principle ?? null,
+        image: relativeTo(out, r.image),
+        caption: r.caption,
+        negative: r.negative,
+        principle: r.principle,
         score_w: r.scoreW,
         score_l: r.scoreL,
         margin: r.margin,
         ...(implicit ? { implicit_margin: r.implicitMargin ?? null } : {}),
       }),
     );
-    const meanMargin = rows.reduce((a, r) => a + r.margin, 0) / rows.length;
-    const accuracy = rows.reduce((a, r) => a + (r.margin > 0 ? 1 : r.margin === 0 ? 0.5 : 0), 0) / rows.length;
-    const matched = rows.filter((r) => r.implicitMargin !== undefined).map((r) => ({ principle: r.e.principle ?? 'none', judge: r.margin, implicit: r.implicitMargin! }));
-    const agree = implicit ? agreement(matched) : null;
+    const { accuracy, meanMargin } = judgeSummary(rows);
     const summary = {
       summary: true,
       judge: kind,
@@ -212,16 +194,16 @@ async function runJudge(argv: string[], io: CliIO): Promise<number> {
       pairs: rows.length,
       accuracy,
       mean_margin: meanMargin,
-      ...(agree ? { implicit_scores: path.resolve(io.cwd, scoresArg!), implicit_step: implicit!.step, matched: matched.length, correlation: agree.overall, correlation_by_principle: agree.byPrinciple } : {}),
+      ...(compared ? { implicit_scores: path.resolve(io.cwd, scoresArg!), implicit_step: implicit!.step, matched: compared.matched, correlation: compared.overall, correlation_by_principle: compared.byPrinciple } : {}),
     };
     lines.push(JSON.stringify(summary));
     await writeFile(out, `${lines.join('\n')}\n`);
     const label = kind === 'clip' ? 'CLIP score' : 'reward';
     io.stdout.write(`${label}: judge accuracy ${accuracy.toFixed(3)} (share of pairs with score_w > score_l), mean margin ${meanMargin.toPrecision(4)} over ${rows.length} pairs; wrote ${out}\n`);
-    if (agree) {
-      const unmatched = rows.length - matched.length;
-      io.stdout.write(`agreement with the implicit margins${implicit!.step !== null ? ` at step ${implicit!.step}` : ''}: ${formatCorrelation(agree.overall)}\n`);
-      for (const [p, c] of Object.entries(agree.byPrinciple)) io.stdout.write(`  ${p}: ${formatCorrelation(c)}\n`);
+    if (compared) {
+      const unmatched = rows.length - compared.matched;
+      io.stdout.write(`agreement with the implicit margins${implicit!.step !== null ? ` at step ${implicit!.step}` : ''}: ${formatCorrelation(compared.overall)}\n`);
+      for (const [p, c] of Object.entries(compared.byPrinciple)) io.stdout.write(`  ${p}: ${formatCorrelation(c)}\n`);
       if (unmatched) io.stderr.write(`${unmatched} of ${rows.length} pairs have no implicit score in ${scoresArg} (left out of the correlations)\n`);
     }
     return 0;
@@ -265,13 +247,15 @@ async function readSamples(dir: string, arg: string): Promise<SampleImage[]> {
 }
 
 async function judgeSamples(judge: ClipJudge, samples: readonly SampleImage[], out: string, io: CliIO, quiet: boolean): Promise<number> {
+  const bars = progressBars(io, quiet);
   const embeds = await embedAll(
     judge,
     samples.map((s) => s.file),
     samples.map((s) => s.prompt),
-    io,
-    quiet,
+    decodeFile,
+    bars.onProgress,
   );
+  bars.finish();
   const pairs = new Map<string, { base?: SampleImage; lora?: SampleImage }>();
   for (const s of samples) {
     const key = `${s.promptIndex}\u0000${s.seed}`;

@@ -39,6 +39,16 @@ function hasWebGpu(): boolean {
   return !isNode && nav?.gpu !== undefined;
 }
 
+/**
+ * Where the browser fetches ORT's wasm binary from. ORT looks for it beside its own script by default, which
+ * a bundler moves (Vite's dev server serves dependencies pre-bundled from another folder): the app's worker
+ * passes the URL the bundler gave the file (`?url` import), in the dev server and in the built app alike.
+ * (In Node ORT reads the file from its package.)
+ */
+export function setOrtWasmUrl(url: string): void {
+  ort.env.wasm.wasmPaths = { wasm: url };
+}
+
 /** The default order of providers on this platform. */
 export function defaultBackends(): JudgeBackend[] {
   return hasWebGpu() ? ['webgpu', 'wasm'] : ['wasm'];
@@ -52,7 +62,8 @@ export async function createJudgeSession(bytes: Uint8Array, file: string, option
   let lastError: unknown = null;
   for (const [i, backend] of backends.entries()) {
     try {
-      const session = await ort.InferenceSession.create(bytes, { executionProviders: [backend], graphOptimizationLevel: 'all' });
+      // Errors only: ORT's warnings (e.g. shape ops placed on the CPU beside the WebGPU provider) are routine.
+      const session = await ort.InferenceSession.create(bytes, { executionProviders: [backend], graphOptimizationLevel: 'all', logSeverityLevel: 3 });
       return { session, backend };
     } catch (e) {
       lastError = e;

@@ -1,7 +1,8 @@
 // The contract between the page and the engine worker. Only plain, structured-cloneable data crosses it:
 // no GPU objects, no class instances, no thrown errors. Every call resolves; failures come back as values.
 
-import type { DatasetImport, DatasetInfo, LabRunEvent, LoraInfo, ModelInfo, NegativesRequest, RunInfo, RunRequest } from '../app/lab';
+import type { DatasetImport, DatasetInfo, JudgeInfo, JudgePairRow, JudgePairsResult, LabRunEvent, LoraInfo, ModelInfo, NegativesRequest, RunInfo, RunRequest } from '../app/lab';
+import type { JudgeKind } from '../judges/clip-judge';
 import type { SamplePair, SampleRequest, SampleResult } from '../app/sampling';
 import type { PairsEvent, PairsJobResult } from '../app/pairs-job';
 import type { DatasetItem } from '../data/types';
@@ -12,7 +13,7 @@ import type { LoraFormat } from '../models/lora-io';
 import type { MemoryPlan } from '../models/memory-plan';
 import type { TrainConfig } from '../tpo/trainer';
 
-export type { AdapterReport, PreferenceRecords, DatasetImport, DatasetInfo, LabRunEvent, LoraInfo, ModelInfo, NegativesRequest, PairsEvent, RunInfo, RunRequest, SamplePair, SampleRequest, SampleResult };
+export type { AdapterReport, PreferenceRecords, DatasetImport, DatasetInfo, JudgeInfo, JudgeKind, JudgePairRow, JudgePairsResult, LabRunEvent, LoraInfo, ModelInfo, NegativesRequest, PairsEvent, RunInfo, RunRequest, SamplePair, SampleRequest, SampleResult };
 
 /**
  * Why a call could not do its work:
@@ -196,6 +197,23 @@ export interface EngineApi {
    * parameters (transferred). The networks stay loaded for the next call; `onProgress` counts UNet steps.
    */
   sample(request: SampleRequest, onProgress?: ProgressCallback): Promise<Result<SampleResult>>;
+
+  /**
+   * Opens an independent judge from the files of a picked folder (a CLIP ONNX export, or a reward model in
+   * its layout): ONNX Runtime on WebGPU, or wasm when WebGPU fails (said in the notices). Replaces the open
+   * judge; a folder that fails to open leaves it as it was (an `input` failure naming the file).
+   */
+  openJudge(files: File[], kind: JudgeKind): Promise<Result<JudgeInfo>>;
+  /** The open judge, or null. */
+  judgeInfo(): Promise<Result<JudgeInfo | null>>;
+  /**
+   * The judge's score of every pair of a captioned-image dataset and, with a run trained on it, the run's
+   * implicit margins at its last scored step and their correlation with the judge's, overall and per
+   * principle. The judge's scores are kept, so another run or view does not compute them again.
+   */
+  judgePairs(dataset: string, run: string | null, onProgress?: ProgressCallback): Promise<Result<JudgePairsResult>>;
+  /** The judge's score of each image (PNG bytes) against its prompt. */
+  judgeImages(images: { bytes: Uint8Array; prompt: string }[]): Promise<Result<number[]>>;
 
   storage(): Promise<Result<StorageReport>>;
   /**

@@ -56,6 +56,10 @@ const LAB_METHODS = {
   exportLora: true,
   loraInfo: true,
   sample: true,
+  openJudge: true,
+  judgeInfo: true,
+  judgePairs: true,
+  judgeImages: true,
   storage: true,
   simulateDeviceLoss: true,
 } satisfies Record<LabMethod, true>;

@@ -24,6 +24,9 @@ import { addPngText } from '../data/png-text';
 import { filesSource } from '../data/source';
 import { browserGpu, openGpu, WebGpuUnavailableError } from '../gpu/device';
 import { GpuDeviceLostError, type Gpu } from '../gpu/gpu';
+import { judgeSourceFromFiles } from '../judges/judge-files';
+import { setOrtWasmUrl } from '../judges/ort-session';
+import ortWasmUrl from 'onnxruntime-web/ort-wasm-simd-threaded.jsep.wasm?url';
 import type { ModelFiles } from '../models/weights';
 import type { EngineApi, EngineError, Failure, ModelSource, ProbeResult, Result, SelfTestResult } from './api';
 import { SELF_TEST_COUNT, SELF_TEST_TOLERANCE, selfTestInputs, siluMaxAbsError, siluOnGpu } from './self-test';
@@ -32,6 +35,9 @@ import { SELF_TEST_COUNT, SELF_TEST_TOLERANCE, selfTestInputs, siluMaxAbsError, 
 const LAB_FOLDER = 'tpo-lab';
 /** Step events reach the page at most this often (the last one of a burst always does). */
 const STEP_EVENT_INTERVAL_MS = 200;
+
+// ONNX Runtime (the judges) fetches its wasm binary from the URL Vite gave it, in dev and in the build.
+setOrtWasmUrl(ortWasmUrl);
 
 let opening: Promise<Gpu> | null = null;
 /** Devices on which the self-test's pipeline has been compiled already. */
@@ -346,6 +352,11 @@ const api: EngineApi = {
       // Each buffer once: a transfer list naming one twice fails the whole message.
       (out) => [...new Set(out.images.flatMap((i) => [i.base.buffer, i.lora?.buffer]))],
     ),
+
+  openJudge: (files, kind) => attempt('openJudge', async () => (await lab()).openJudge(judgeSourceFromFiles(files), kind)),
+  judgeInfo: () => attempt('judgeInfo', async () => (await lab()).judgeInfo()),
+  judgePairs: (dataset, run, onProgress) => attempt('judgePairs', async () => (await lab()).judgePairs(dataset, run, (done, total) => notify(onProgress, done, total))),
+  judgeImages: (images) => attempt('judgeImages', async () => (await lab()).judgeImages(images)),
 
   storage: () =>
     attempt('storage', async () => ({

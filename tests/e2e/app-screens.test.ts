@@ -17,6 +17,7 @@ import { unetParams, type UNetConfig } from '../../src/models/unet';
 import { readConfig } from '../../src/models/weights';
 import { type BrowserSession, describeLog, openBrowser, ROOT } from '../helpers/browser';
 import { GOLDENS } from '../helpers/goldens';
+import { writeFixtureFolder } from '../helpers/clip-fixture';
 import { discPng } from '../helpers/train-data';
 
 const TINY = path.join(GOLDENS, 'tiny-sd15');
@@ -404,55 +405,55 @@ describe('the Scores screen', () => {
   }, 120_000);
 });
 
-describe('the Samples and Export screens', () => {
-  /** The tiny model open and a finished run to draw and export: what the tests above leave, made here when run alone. */
-  async function prepare(): Promise<string> {
-    await tab('Model');
-    if ((await page.getByRole('definition').filter({ hasText: 'tiny-sd15' }).count()) === 0) {
-      await page.getByLabel('Model folder').setInputFiles(TINY);
-      await page.getByRole('definition').filter({ hasText: 'tiny-sd15' }).waitFor({ timeout: 60_000 });
-    }
-    const paths = { engine: '/src/ui/engine.ts', data: '/src/ui/data/store.ts' };
-    const doneRun = () =>
-      page.evaluate(async (p) => {
-        // import() spelled in a string: Vite's SSR transform rewrites a literal import() in this function into a helper the page lacks.
-        const load = new Function('path', 'return import(path)') as (path: string) => Promise<unknown>;
-        const { engine } = (await load(p.engine)) as typeof import('../../src/ui/engine');
-        const r = await engine().lab.listRuns();
-        if (!r.ok) return `listRuns: ${r.error.message}`;
-        return r.value.filter((x) => x.status === 'done').sort((a, b) => b.startedAt - a.startedAt)[0]?.id ?? null;
-      }, paths);
-    const found = await doneRun();
-    if (found) return found;
-    // None (this describe run alone): import the discs on the Data screen and train a short run through the engine.
-    await tab('Data');
-    await page.getByLabel('Dataset name').fill('discs');
-    await page.getByLabel('Images', { exact: true }).setInputFiles(discFiles());
-    await page.getByLabel('Counts').filter({ hasText: '4 images' }).waitFor({ timeout: 60_000 });
-    const trained = await page.evaluate(async (p) => {
+/** The tiny model open and a finished run to draw and export: what the tests above leave, made here when run alone. */
+async function prepare(): Promise<string> {
+  await tab('Model');
+  if ((await page.getByRole('definition').filter({ hasText: 'tiny-sd15' }).count()) === 0) {
+    await page.getByLabel('Model folder').setInputFiles(TINY);
+    await page.getByRole('definition').filter({ hasText: 'tiny-sd15' }).waitFor({ timeout: 60_000 });
+  }
+  const paths = { engine: '/src/ui/engine.ts', data: '/src/ui/data/store.ts' };
+  const doneRun = () =>
+    page.evaluate(async (p) => {
+      // import() spelled in a string: Vite's SSR transform rewrites a literal import() in this function into a helper the page lacks.
       const load = new Function('path', 'return import(path)') as (path: string) => Promise<unknown>;
       const { engine } = (await load(p.engine)) as typeof import('../../src/ui/engine');
-      const { useDataStore } = (await load(p.data)) as typeof import('../../src/ui/data/store');
-      const dataset = useDataStore.getState().current!;
-      const made = await engine().lab.makeNegatives('test', dataset, { principles: ['attribute'], perCaption: 1, rules: true, seed: 3 });
-      if (!made.ok) return `makeNegatives: ${made.error.message}`;
-      let finish: (status: string) => void = () => {};
-      const ended = new Promise<string>((r) => (finish = r));
-      const started = await engine().lab.startRun(
-        { dataset, config: { method: 'tdpo', steps: 2, resolution: 64, rank: 2, lr: 1e-3, batchSize: 2, seed: 7 }, settings: { holdout: 0.25, checkpointEvery: 1, scoreDraws: 1 } },
-        (e) => {
-          if (e.type === 'status' && e.status !== 'running') finish(e.error ? `${e.status}: ${e.error}` : e.status);
-        },
-      );
-      if (!started.ok) return `startRun: ${started.error.message}`;
-      return await ended;
+      const r = await engine().lab.listRuns();
+      if (!r.ok) return `listRuns: ${r.error.message}`;
+      return r.value.filter((x) => x.status === 'done').sort((a, b) => b.startedAt - a.startedAt)[0]?.id ?? null;
     }, paths);
-    expect(trained).toBe('done');
-    const run = await doneRun();
-    expect(run).toMatch(/^\d{8}-/);
-    return run!;
-  }
+  const found = await doneRun();
+  if (found) return found;
+  // None (this describe run alone): import the discs on the Data screen and train a short run through the engine.
+  await tab('Data');
+  await page.getByLabel('Dataset name').fill('discs');
+  await page.getByLabel('Images', { exact: true }).setInputFiles(discFiles());
+  await page.getByLabel('Counts').filter({ hasText: '4 images' }).waitFor({ timeout: 60_000 });
+  const trained = await page.evaluate(async (p) => {
+    const load = new Function('path', 'return import(path)') as (path: string) => Promise<unknown>;
+    const { engine } = (await load(p.engine)) as typeof import('../../src/ui/engine');
+    const { useDataStore } = (await load(p.data)) as typeof import('../../src/ui/data/store');
+    const dataset = useDataStore.getState().current!;
+    const made = await engine().lab.makeNegatives('test', dataset, { principles: ['attribute'], perCaption: 1, rules: true, seed: 3 });
+    if (!made.ok) return `makeNegatives: ${made.error.message}`;
+    let finish: (status: string) => void = () => {};
+    const ended = new Promise<string>((r) => (finish = r));
+    const started = await engine().lab.startRun(
+      { dataset, config: { method: 'tdpo', steps: 2, resolution: 64, rank: 2, lr: 1e-3, batchSize: 2, seed: 7 }, settings: { holdout: 0.25, checkpointEvery: 1, scoreDraws: 1 } },
+      (e) => {
+        if (e.type === 'status' && e.status !== 'running') finish(e.error ? `${e.status}: ${e.error}` : e.status);
+      },
+    );
+    if (!started.ok) return `startRun: ${started.error.message}`;
+    return await ended;
+  }, paths);
+  expect(trained).toBe('done');
+  const run = await doneRun();
+  expect(run).toMatch(/^\d{8}-/);
+  return run!;
+}
 
+describe('the Samples and Export screens', () => {
   let run = '';
 
   it('draws a prompt with the base model and with the LoRA side by side, and saves an image with its parameters', async () => {
@@ -574,4 +575,52 @@ describe('preference data', () => {
     expect(await method.locator('option').allInnerTexts()).toEqual(['dpo']);
     expect(unexpectedLog(), describeLog(b.log)).toEqual([]);
   }, 180_000);
+});
+
+describe('the judge', () => {
+  it("scores the run's pairs with a CLIP judge folder: the scatter against the implicit margins and the correlations", async () => {
+    const run = await prepare();
+    // The tiny CLIP-interface judge (tests/helpers/clip-fixture.ts), as a folder a user would pick.
+    const judgeDir = path.join(tmp, 'clip-judge');
+    writeFixtureFolder(judgeDir, { onnxSubfolder: true });
+    await tab('Scores');
+    await page.getByLabel('Run', { exact: true }).selectOption(run);
+    await page.getByLabel('Judge kind', { exact: true }).selectOption('clip');
+    await page.getByLabel('Judge folder', { exact: true }).setInputFiles(judgeDir);
+    const backend = page.getByLabel('Judge backend', { exact: true });
+    await backend.waitFor({ timeout: 120_000 });
+    expect(await backend.innerText()).toMatch(/^CLIP clip-judge on (WebGPU|wasm \(on the CPU\))$/);
+    await page.getByRole('button', { name: 'Score with the judge', exact: true }).click();
+    const result = page.getByRole('region', { name: 'Judge result', exact: true });
+    await result.waitFor({ timeout: 120_000 });
+    expect(await result.locator('.score-summary').innerText()).toMatch(/^Judge accuracy \d+% · mean judge margin -?\d+\.\d{3} · \d+ pairs$/);
+    expect(await result.getByLabel('Judge agreement', { exact: true }).innerText()).toMatch(/at step \d+ \(training and held-out pairs\): Pearson (-?\d\.\d{3}|n\/a) · Spearman (-?\d\.\d{3}|n\/a) over \d+ pairs/);
+    const scatter = result.getByRole('img', { name: /^Judge margin against implicit margin: \d+ pairs/ });
+    await scatter.locator('canvas').first().waitFor();
+    expect(await result.getByRole('table', { name: 'Judge agreement per principle', exact: true }).innerText()).toMatch(/Principle\s+Pairs\s+Pearson\s+Spearman[\s\S]*attribute/);
+    await screenshots('scores-judge');
+    expect(unexpectedLog(), describeLog(b.log)).toEqual([]);
+  }, 900_000);
+
+  it("shows the judge's CLIP score under each base and LoRA sample", async () => {
+    const run = await prepare(); // (it shows the Model screen)
+    await tab('Samples');
+    // The images of the Samples test when the journey ran before; drawn here when this describe runs alone.
+    if ((await page.getByRole('img', { name: 'a red circle on the left — seed 5, LoRA at 1' }).count()) === 0) {
+      await page.getByLabel('Prompts').fill('a red circle on the left');
+      await page.getByLabel('Seeds').fill('5');
+      await page.getByLabel('Run', { exact: true }).selectOption(run);
+      await page.getByLabel('LoRA scale value').fill('1');
+      await page.getByLabel('Sampling steps').fill('2');
+      await page.getByLabel('Width (px)').fill('64');
+      await page.getByLabel('Height (px)').fill('64');
+      await page.getByRole('button', { name: 'Generate samples' }).click();
+      await page.getByRole('img', { name: 'a red circle on the left — seed 5, LoRA at 1' }).waitFor({ timeout: 300_000 });
+    }
+    const scores = page.getByText(/^CLIP score \d+\.\d$/);
+    await expect.poll(() => scores.count(), { timeout: 60_000 }).toBe(2);
+    for (const text of await scores.allInnerTexts()) expect(text).toMatch(/^CLIP score \d+\.\d$/);
+    await screenshots('samples-judge');
+    expect(unexpectedLog(), describeLog(b.log)).toEqual([]);
+  }, 900_000);
 });

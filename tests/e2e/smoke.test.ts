@@ -1,7 +1,8 @@
 // Smoke test of the built app in a real browser: Vite builds it, Vite's preview server serves it on
 // localhost, and Debian's headless Chromium opens it with WebGPU on SwiftShader (the CPU). The GPU panel must
 // name an adapter and the self-test (SiLU in the engine worker) must pass. A second browser with WebGPU
-// switched off must get the "how to enable WebGPU" help, not a blank page.
+// switched off must get the "how to enable WebGPU" help, not a blank page. A judge folder opens in the built
+// app (ONNX Runtime's wasm binary served from the build's assets).
 
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -12,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { build, preview, type PreviewServer } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeFixtureFolder } from '../helpers/clip-fixture';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CHROMIUM = '/usr/bin/chromium';
@@ -189,6 +191,38 @@ describe('with WebGPU (SwiftShader)', () => {
     const shot = path.join(shotDir, 'smoke.png');
     await page.screenshot({ path: shot, fullPage: true });
     console.log(`screenshot: ${shot}`);
+  });
+});
+
+describe('the built app with a judge', () => {
+  it("loads ONNX Runtime's wasm from the build's assets and opens a judge folder", async () => {
+    const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: WEBGPU_ARGS });
+    browsers.push(browser);
+    const { page, log } = await openApp(browser);
+    // The tiny CLIP-interface judge (tests/helpers/clip-fixture.ts): opening it creates ORT sessions, which
+    // fetch the wasm binary from the URL the build gave it.
+    const judgeDir = path.join(shotDir, 'clip-judge');
+    writeFixtureFolder(judgeDir, { onnxSubfolder: true });
+    await page.getByRole('navigation', { name: 'Screens' }).getByRole('button', { name: 'Scores', exact: true }).click();
+    await page.getByLabel('Judge folder', { exact: true }).setInputFiles(judgeDir);
+    const backend = page.getByLabel('Judge backend', { exact: true });
+    await explained('Opening the judge', page, log, () => backend.waitFor({ timeout: 60_000 }));
+    expect(await backend.innerText()).toMatch(/^CLIP clip-judge on (WebGPU|wasm \(on the CPU\))$/);
+    expect(log.filter((l) => /wasm|\[uncaught\]|\[request failed\]/.test(l))).toEqual([]);
+  });
+
+  it('opens it on the wasm backend in a browser without WebGPU', async () => {
+    const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: NO_WEBGPU_ARGS });
+    browsers.push(browser);
+    const { page, log } = await openApp(browser);
+    const judgeDir = path.join(shotDir, 'clip-judge-wasm');
+    writeFixtureFolder(judgeDir, { onnxSubfolder: true });
+    await page.getByRole('navigation', { name: 'Screens' }).getByRole('button', { name: 'Scores', exact: true }).click();
+    await page.getByLabel('Judge folder', { exact: true }).setInputFiles(judgeDir);
+    const backend = page.getByLabel('Judge backend', { exact: true });
+    await explained('Opening the judge without WebGPU', page, log, () => backend.waitFor({ timeout: 60_000 }));
+    expect(await backend.innerText()).toBe('CLIP clip-judge-wasm on wasm (on the CPU)');
+    expect(log.filter((l) => /wasm|\[uncaught\]|\[request failed\]/.test(l))).toEqual([]);
   });
 });
 

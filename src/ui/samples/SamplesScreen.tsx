@@ -1,6 +1,7 @@
 // The Samples screen: draw prompts with chosen seeds on the open model and, beside each image, the same
 // prompt and seed with a run's LoRA at a chosen scale, so the LoRA's effect is all that differs. Each image
-// can be saved as a PNG that carries its parameters (Automatic1111 reads them back).
+// can be saved as a PNG that carries its parameters (Automatic1111 reads them back). With a judge open
+// (Scores screen), each image shows the judge's score against its prompt.
 
 import { useEffect, useId } from 'react';
 import { SAMPLER_LABELS, SAMPLERS, type SamplerName } from '../../diffusion/samplers';
@@ -9,6 +10,7 @@ import { useModelStore } from '../model/store';
 import { type SampleView, type SamplesForm, useSamplesStore } from './store';
 import { ErrorNotice } from '../ErrorNotice';
 import { runLabel } from '../runs';
+import { scoreName, useJudgeStore } from '../judge/store';
 
 export function SamplesScreen() {
   const refreshRuns = useSamplesStore((s) => s.refreshRuns);
@@ -145,6 +147,14 @@ function SampleSettings() {
 function SampleResults() {
   const images = useSamplesStore((s) => s.images);
   const drawnWith = useSamplesStore((s) => s.drawnWith);
+  const judged = useSamplesStore((s) => s.judged);
+  const judgeError = useSamplesStore((s) => s.judgeError);
+  const judge = useJudgeStore((s) => s.info);
+  // With a judge open (Scores screen), the images shown are scored by it: again when either changes.
+  useEffect(() => {
+    if (judge && images.length && (judged?.images !== images || judged.judge !== judge)) void useSamplesStore.getState().judgeImages(judge);
+  }, [judge, images, judged]);
+  const scores = judge && judged?.images === images && judged.judge === judge ? judged.scores : null;
   if (!images.length) return null;
   return (
     <section className="card" aria-labelledby="sample-results-heading">
@@ -153,24 +163,34 @@ function SampleResults() {
         {drawnWith ? `Left: the base model. Right: ${drawnWith.name} (step ${drawnWith.step}) at scale ${drawnWith.scale}.` : 'The base model alone.'}
       </p>
       <div className="sample-pairs">
-        {images.map((pair) => (
-          <SamplePairView key={`${pair.prompt}\n${pair.seed}`} pair={pair} lora={drawnWith} />
+        {images.map((pair, i) => (
+          <SamplePairView key={`${pair.prompt}\n${pair.seed}`} pair={pair} lora={drawnWith} judge={scores && judge ? { name: scoreName(judge.kind), ...scores[i] } : null} />
         ))}
       </div>
+      {judge && !scores && !judgeError && <p className="muted" role="status">Scoring the images with the judge…</p>}
+      <ErrorNotice error={judgeError} />
     </section>
   );
 }
 
-function SamplePairView({ pair, lora }: { pair: SampleView; lora: { scale: number } | null }) {
+function SamplePairView({ pair, lora, judge }: { pair: SampleView; lora: { scale: number } | null; judge: { name: string; base: number; lora: number | null } | null }) {
   const name = (variant: string) => `${slug(pair.prompt)}-${pair.seed}-${variant}.png`;
-  const shown = [{ image: pair.base, what: 'base model', file: name('base') }, ...(pair.lora && lora ? [{ image: pair.lora, what: `LoRA at ${lora.scale}`, file: name('lora') }] : [])];
+  const shown = [
+    { image: pair.base, what: 'base model', file: name('base'), score: judge?.base ?? null },
+    ...(pair.lora && lora ? [{ image: pair.lora, what: `LoRA at ${lora.scale}`, file: name('lora'), score: judge?.lora ?? null }] : []),
+  ];
   return (
     <figure className="sample-pair">
       <div className="sample-images">
-        {shown.map(({ image, what, file }) => (
+        {shown.map(({ image, what, file, score }) => (
           <div key={what} className="sample-image">
             <img src={image.url} alt={`${pair.prompt} — seed ${pair.seed}, ${what}`} />
             <span className="muted">{what}</span>
+            {judge && score !== null && (
+              <span className="judge-score">
+                {judge.name} {score.toFixed(1)}
+              </span>
+            )}
             <button type="button" className="small" aria-label={`Save image: ${what}, seed ${pair.seed}, ${pair.prompt}`} onClick={() => downloadBytes(image.bytes, file, 'image/png')}>
               Save image
             </button>

@@ -5,7 +5,7 @@
 import { create } from 'zustand';
 import { DEFAULT_SAMPLE_SETTINGS } from '../../diffusion/pipeline';
 import type { SamplerName } from '../../diffusion/samplers';
-import type { EngineError, RunInfo } from '../../worker/api';
+import type { EngineError, JudgeInfo, RunInfo } from '../../worker/api';
 import type { EngineClient } from '../../worker/client';
 import { engine } from '../engine';
 import { keptRun, usableRuns } from '../runs';
@@ -42,7 +42,12 @@ export interface SamplesStore {
   /** The LoRA the images were drawn with (name and step), and at which scale. */
   drawnWith: { name: string; step: number; scale: number } | null;
   error: EngineError | null;
+  /** The open judge's scores of the images shown (base and LoRA of each), and which judge and images they are of. */
+  judged: { images: SampleView[]; judge: JudgeInfo; scores: { base: number; lora: number | null }[] } | null;
+  judgeError: EngineError | null;
   setForm(patch: Partial<SamplesForm>): void;
+  /** Scores the images shown with the open judge, each against its prompt. */
+  judgeImages(judge: JudgeInfo): Promise<void>;
   refreshRuns(): Promise<void>;
   generate(): Promise<void>;
 }
@@ -81,9 +86,24 @@ export function createSamplesStore(client: () => EngineClient) {
     images: [],
     drawnWith: null,
     error: null,
+    judged: null,
+    judgeError: null,
 
     setForm(patch) {
       set({ form: { ...get().form, ...patch } });
+    },
+
+    async judgeImages(judge) {
+      const images = get().images;
+      if (!images.length) return;
+      const list = images.flatMap((i) => [{ bytes: i.base.bytes, prompt: i.prompt }, ...(i.lora ? [{ bytes: i.lora.bytes, prompt: i.prompt }] : [])]);
+      const r = await client().lab.judgeImages(list);
+      // Images drawn again meanwhile are scored by the next call.
+      if (get().images !== images) return;
+      if (!r.ok) return set({ judged: null, judgeError: r.error });
+      let k = 0;
+      const scores = images.map((i) => ({ base: r.value[k++], lora: i.lora ? r.value[k++] : null }));
+      set({ judged: { images, judge, scores }, judgeError: null });
     },
 
     async refreshRuns() {

@@ -1,7 +1,8 @@
 // The Scores screen, the lab's signature view: for a run's scored step (or the base model) on the training
 // and held-out splits, the histogram of implicit preference margins, the scatter of r(x, c_w) against
 // r(x, c_l) with the diagonal, implicit accuracy per principle, and a sortable table of pairs that opens a
-// pair; a second step (or the base model) side by side.
+// pair; a second step (or the base model) side by side; and an independent judge's margins against the
+// implicit ones (JudgeCard).
 
 import { useEffect, useId, useMemo, useState } from 'react';
 import { useThumbnail } from '../data/thumbnails';
@@ -9,6 +10,7 @@ import { useTrainStore } from '../train/store';
 import { MarginHistogram, RewardScatter } from './plots';
 import { type PairScore, type ScoreChoice, type ScoreSet, type Split, useScoresStore } from './store';
 import { ErrorNotice } from '../ErrorNotice';
+import { JudgeCard } from './JudgeCard';
 
 const choiceKey = (c: ScoreChoice | null) => (c === null ? '' : c.kind === 'base' ? 'base' : `step-${c.step}`);
 const parseChoice = (key: string): ScoreChoice | null => (key === 'base' ? { kind: 'base' } : key.startsWith('step-') ? { kind: 'step', step: Number(key.slice(5)) } : null);
@@ -101,6 +103,7 @@ export function ScoresScreen() {
           {compared && <ScoreView choice={compared} split={split} title={label(compared)} />}
         </div>
       )}
+      <JudgeCard />
     </>
   );
 }

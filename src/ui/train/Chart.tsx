@@ -19,7 +19,7 @@ export interface ChartProps {
 /** Steps are whole numbers: ticks at 1, 2, 5, 10, 20, ... apart. */
 const STEP_TICKS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000];
 
-function usePrefersDark(): boolean {
+export function usePrefersDark(): boolean {
   const query = typeof matchMedia === 'function' ? matchMedia('(prefers-color-scheme: dark)') : null;
   const [dark, setDark] = useState(query?.matches ?? false);
   useEffect(() => {
