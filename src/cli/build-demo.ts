@@ -18,10 +18,11 @@ const OPTIONS: OptionTable = {
   images: { type: 'string', value: 'N', description: 'training images (default: 2048; --quick: 4)' },
   'vae-steps': { type: 'string', value: 'N', description: 'VAE training steps (default: 600; --quick: 1)' },
   'unet-steps': { type: 'string', value: 'N', description: 'UNet training steps (default: 3000; --quick: 2)' },
+  'checkpoint-every': { type: 'string', value: 'N', description: 'steps between training checkpoints and progress lines (default: 100; --quick: 1)' },
   help: { type: 'boolean', short: 'h', description: 'show this help' },
 };
 
-const USAGE = 'tpo-lab build-demo --out DIR [--work DIR] [--seed S] [--quick] [--images N] [--vae-steps N] [--unet-steps N]';
+const USAGE = 'tpo-lab build-demo --out DIR [--work DIR] [--seed S] [--quick] [--images N] [--vae-steps N] [--unet-steps N]\n       [--checkpoint-every N]';
 
 const DESCRIPTION = `Builds the lab's demo model from nothing but its seed: a CLIP tokenizer for the shapes
 world's words, a CLIP text encoder fixed from the seed, an AutoencoderKL trained on shapes images, and a
@@ -73,6 +74,7 @@ async function runBuildDemo(argv: string[], io: CliIO): Promise<number> {
     images: intOpt(values, 'images', 1, defaults.images),
     vaeSteps: intOpt(values, 'vae-steps', 1, defaults.vae.steps),
     unetSteps: intOpt(values, 'unet-steps', 1, defaults.unet.steps),
+    checkpointEvery: intOpt(values, 'checkpoint-every', 1, defaults.checkpointEvery),
   });
   const outFiles = folderFiles(out);
   const workFiles = folderFiles(work);

@@ -60,7 +60,7 @@ export interface DemoSettings {
  * The settings of a build. `quick`: the smallest networks, 4 images and a step or two of each training, to test the
  * whole path in seconds (the model draws nothing useful). The others are the full build's.
  */
-export function demoSettings(options: { quick?: boolean; seed?: number; images?: number; vaeSteps?: number; unetSteps?: number } = {}): DemoSettings {
+export function demoSettings(options: { quick?: boolean; seed?: number; images?: number; vaeSteps?: number; unetSteps?: number; checkpointEvery?: number } = {}): DemoSettings {
   const base: DemoSettings = options.quick
     ? {
         seed: 0,
@@ -84,6 +84,7 @@ export function demoSettings(options: { quick?: boolean; seed?: number; images?:
     ...base,
     seed: options.seed ?? base.seed,
     images: options.images ?? base.images,
+    checkpointEvery: options.checkpointEvery ?? base.checkpointEvery,
     vae: { ...base.vae, steps: options.vaeSteps ?? base.vae.steps },
     unet: { ...base.unet, steps: options.unetSteps ?? base.unet.steps },
   };
