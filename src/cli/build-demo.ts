@@ -15,10 +15,10 @@ const OPTIONS: OptionTable = {
   work: { type: 'string', value: 'DIR', description: 'folder for the training checkpoints (default: OUT.work beside OUT; keep it out of public/)' },
   seed: { type: 'string', value: 'S', description: 'seed of the data, the first weights and every draw', default: '0' },
   quick: { type: 'boolean', description: 'tiny networks, 4 images, a step or two of each training: a test of the whole path, not a useful model' },
-  images: { type: 'string', value: 'N', description: 'training images (default: 2048; --quick: 4)' },
-  'vae-steps': { type: 'string', value: 'N', description: 'VAE training steps (default: 600; --quick: 1)' },
-  'unet-steps': { type: 'string', value: 'N', description: 'UNet training steps (default: 3000; --quick: 2)' },
-  'checkpoint-every': { type: 'string', value: 'N', description: 'steps between training checkpoints and progress lines (default: 100; --quick: 1)' },
+  images: { type: 'string', value: 'N', description: 'training images (default: 1024; --quick: 4)' },
+  'vae-steps': { type: 'string', value: 'N', description: 'VAE training steps (default: 150; --quick: 1)' },
+  'unet-steps': { type: 'string', value: 'N', description: 'UNet training steps (default: 400; --quick: 2)' },
+  'checkpoint-every': { type: 'string', value: 'N', description: 'steps between training checkpoints and progress lines (default: 25; --quick: 1)' },
   help: { type: 'boolean', short: 'h', description: 'show this help' },
 };
 
