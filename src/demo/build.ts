@@ -72,8 +72,8 @@ export function demoSettings(options: { quick?: boolean; seed?: number; images?:
         dtype: 'F16',
       }
     : // Provisional, sized to the two-hour CPU budget from step times measured on SwiftShader with the
-      // machine shared (about 15 s per image-step for this VAE, 3 s per row-step for this UNet, at a load
-      // of ~9 on 2 cores; taken as ~4x faster unshared): ~600 VAE image-steps, ~6400 UNet row-steps.
+      // machine shared (10 to 18 s per image-step for this VAE, 2.5 to 4 s per row-step for this UNet, at a
+      // load of 7 to 9 on 2 cores; taken as ~4x faster unshared): ~600 VAE image-steps, ~6400 UNet row-steps.
       // Whether that is enough for the UNet to draw shapes is not measured yet.
       {
         seed: 0,
