@@ -1,5 +1,6 @@
 // The subcommand table. Each command lives in its own file; add new ones here (train, bench...).
 
+import { buildDemoCommand } from './build-demo';
 import type { Command } from './command';
 import { exportCommand } from './export';
 import { goldenCommand } from './golden';
@@ -12,4 +13,4 @@ import { scoreCommand } from './score';
 import { shapesCommand } from './shapes';
 import { trainCommand } from './train';
 
-export const COMMANDS: readonly Command[] = [goldenCommand, pairsCommand, planCommand, trainCommand, scoreCommand, sampleCommand, exportCommand, shapesCommand, judgeShapesCommand, judgeCommand];
+export const COMMANDS: readonly Command[] = [goldenCommand, pairsCommand, planCommand, trainCommand, scoreCommand, sampleCommand, exportCommand, shapesCommand, judgeShapesCommand, judgeCommand, buildDemoCommand];

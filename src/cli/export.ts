@@ -29,7 +29,7 @@ const OPTIONS: OptionTable = {
   model: {
     type: 'string',
     value: 'PATH',
-    description: 'check shapes against this UNet: a diffusers folder, a unet/config.json, or a single-file SD1.5 checkpoint; default: SD1.5',
+    description: 'check shapes against this UNet: a diffusers folder, a unet/config.json, or a single-file SD1.5 checkpoint, or demo; default: SD1.5',
   },
   help: { type: 'boolean', short: 'h', description: 'show this help' },
 };
@@ -97,7 +97,7 @@ async function runExport(argv: string[], io: CliIO): Promise<number> {
   const target = resolveOut(out, io.cwd, format);
   if (sameFile(source, target)) throw new UsageError(`--out ${out} is the input file; write the export somewhere else`);
   const modelOpt = stringOpt(values, 'model');
-  const model = await resolveModelConfigs(modelOpt, io.cwd);
+  const model = await resolveModelConfigs(modelOpt, io.cwd, io.env);
 
   const { file, close } = await openSafetensorsFile(source);
   let decoded;

@@ -23,7 +23,7 @@ const OPTIONS: OptionTable = {
   reward: { type: 'string', value: 'DIR', description: 'a reward model in the same layout, plus reward.json {"logit_scale": x}: score exp(x) * cosine' },
   data: { type: 'string', value: 'FILE.jsonl', description: "the lab's TPO data (images relative to the file): every pair is judged" },
   samples: { type: 'string', value: 'DIR', description: 'instead of --data: the folder `tpo-lab sample --compare` wrote; base against LoRA' },
-  model: { type: 'string', value: 'PATH', description: 'instead of --data: draw base and LoRA images of --prompts with this SD1.x model, then judge them' },
+  model: { type: 'string', value: 'PATH', description: 'instead of --data: draw base and LoRA images of --prompts with this SD1.x model (or demo), then judge them' },
   lora: { type: 'string', value: 'FILE', description: 'with --model: the LoRA to compare with the base model' },
   prompts: { type: 'string', value: 'FILE.txt', description: 'with --model: prompts, one per line' },
   'samples-out': { type: 'string', value: 'DIR', description: 'with --model: where the images go (default: the --out file\'s name without .jsonl, plus -samples)' },

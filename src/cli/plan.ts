@@ -14,13 +14,14 @@ import { validateUNetConfig, type UNetConfig } from '../models/unet';
 import { vaeConfig, type VaeConfig } from '../models/vae';
 import { formatHelp, intOpt, numberOpt, type OptionTable, parseOptions, stringOpt, UsageError } from './args';
 import type { Command } from './command';
+import { resolveModelArg } from './demo-model';
 import type { CliIO } from './io';
 
 const OPTIONS: OptionTable = {
   model: {
     type: 'string',
     value: 'PATH',
-    description: 'diffusers folder, a unet/config.json, or a single-file .safetensors (SD1.5 configs); default: SD1.5',
+    description: 'diffusers folder, a unet/config.json, or a single-file .safetensors (SD1.5 configs); demo (the built-in demo model); default: SD1.5',
   },
   resolution: { type: 'string', value: 'PX', description: 'image side in pixels', default: '512' },
   rank: { type: 'string', value: 'R', description: 'LoRA rank', default: '8' },
@@ -114,11 +115,11 @@ async function singleFileConfigs(file: string): Promise<ModelConfigs> {
 }
 
 /** Reads the configs `--model` points at: a diffusers folder, a UNet folder or config.json, or a single file. */
-export async function resolveModelConfigs(model: string | undefined, cwd: string): Promise<ModelConfigs> {
+export async function resolveModelConfigs(model: string | undefined, cwd: string, env: Record<string, string | undefined> = {}): Promise<ModelConfigs> {
   if (model === undefined || model.toLowerCase() === 'sd15') {
     return { source: 'Stable Diffusion 1.5 (built-in configs)', unet: SD15_UNET_CONFIG, textEncoder: SD15_TEXT_ENCODER_CONFIG, vae: SD15_VAE_CONFIG };
   }
-  const p = path.resolve(cwd, model);
+  const p = resolveModelArg(model, { cwd, env });
   if (!existsSync(p)) throw new UsageError(`--model ${model}: no such file or folder`);
   if (statSync(p).isDirectory()) {
     const inUnet = path.join(p, 'unet', 'config.json');
@@ -193,7 +194,7 @@ async function runPlan(argv: string[], io: CliIO): Promise<number> {
   if (precision !== 'f16' && precision !== 'f32') throw new UsageError(`--precision must be f16 or f32, not '${precision}'`);
   const budget = numberOpt(values, 'budget', 0.001, 4) * 2 ** 30;
 
-  const model = await resolveModelConfigs(stringOpt(values, 'model'), io.cwd);
+  const model = await resolveModelConfigs(stringOpt(values, 'model'), io.cwd, io.env);
   const plan = (checkpointing: boolean) => {
     try {
       return planMemory({

@@ -16,10 +16,11 @@ import { loadUNet, unetParams, type UNet } from '../models/unet';
 import { preferHalfWeights } from '../models/weights';
 import { formatHelp, intOpt, numberOpt, type OptionTable, parseOptions, stringOpt, UsageError } from './args';
 import type { Command } from './command';
+import { resolveModelArg } from './demo-model';
 import { type CliIO, commandGpu, ProgressBar } from './io';
 
 const OPTIONS: OptionTable = {
-  model: { type: 'string', value: 'PATH', description: 'diffusers model folder (SD1.x layout)' },
+  model: { type: 'string', value: 'PATH', description: 'diffusers model folder (SD1.x layout), or demo: the built-in demo model' },
   prompt: { type: 'string', value: 'TEXT', multiple: true, description: 'a prompt (repeat for several)' },
   prompts: { type: 'string', value: 'FILE.txt', description: 'prompts, one per line (blank lines and lines starting with # are skipped)' },
   'negative-prompt': { type: 'string', value: 'TEXT', description: 'the unconditional branch of guidance (default: empty)' },
@@ -106,7 +107,7 @@ async function runSample(argv: string[], io: CliIO): Promise<number> {
   const batch = intOpt(values, 'batch', 1, 1);
   const seedText = stringOpt(values, 'seed');
   const seed = seedText === undefined ? Math.floor(Math.random() * 2 ** 31) : intOpt(values, 'seed', 0, 0);
-  const modelDir = at(modelArg);
+  const modelDir = resolveModelArg(modelArg, io);
   const files = dirModelFiles(modelDir);
   const settings: SampleSettings = {
     sampler: sampler as SamplerName,

@@ -14,12 +14,13 @@ import { defaultLossConfig, type LossMethod } from '../tpo/losses';
 import { DEFAULT_SCORE_DRAWS, DEFAULT_SCORE_SEED, implicitScores } from '../tpo/scores';
 import { formatHelp, intOpt, numberOpt, type OptionTable, parseOptions, stringOpt, UsageError } from './args';
 import type { Command } from './command';
+import { resolveModelArg } from './demo-model';
 import { type CliIO, commandGpu, ProgressBar } from './io';
 import { METHODS } from './train';
 import { checkModelDir, checkTrainingInputs, loadTrainingData, prepareTrainingFeatures } from './training-data';
 
 const OPTIONS: OptionTable = {
-  model: { type: 'string', value: 'PATH', description: 'diffusers model folder (SD1.x layout)' },
+  model: { type: 'string', value: 'PATH', description: 'diffusers model folder (SD1.x layout), or demo: the built-in demo model' },
   lora: { type: 'string', value: 'FILE', description: 'LoRA to score (kohya or diffusers format); without it: the base model' },
   data: { type: 'string', value: 'FILE.jsonl', description: 'examples to score (TPO records; DPO records with --method dpo)' },
   out: { type: 'string', value: 'FILE.jsonl', description: 'one line per example, then a summary line' },
@@ -73,7 +74,7 @@ async function runScore(argv: string[], io: CliIO): Promise<number> {
   const batchSize = intOpt(values, 'batch', 1, 4);
   const quiet = values.quiet === true;
   const cacheArg = stringOpt(values, 'cache');
-  const modelDir = path.resolve(io.cwd, model);
+  const modelDir = resolveModelArg(model, io);
   const out = path.resolve(io.cwd, outArg);
 
   if (existsSync(out) && statSync(out).isDirectory()) throw new UsageError(`--out ${outArg} is a folder; name a file to write the scores to`);

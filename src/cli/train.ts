@@ -18,6 +18,7 @@ import { DEFAULT_SCORE_DRAWS } from '../tpo/scores';
 import { defaultTrainConfig, TrainControl, type TrainConfig, validateTrainConfig } from '../tpo/trainer';
 import { formatHelp, intOpt, numberOpt, type OptionTable, parseOptions, type ParsedValues, stringOpt, UsageError } from './args';
 import type { Command } from './command';
+import { resolveModelArg } from './demo-model';
 import { folderStorage } from './folder-storage';
 import { type CliIO, commandGpu, ProgressBar } from './io';
 import { encodePng } from './sample';
@@ -26,7 +27,7 @@ import { loadTrainingData, openModelDir, readImageFile } from './training-data';
 export const METHODS: readonly LossMethod[] = ['tdpo', 'tkto', 'sft', 'dpo', 'kto'];
 
 const OPTIONS: OptionTable = {
-  model: { type: 'string', value: 'PATH', description: 'diffusers model folder (SD1.x layout)' },
+  model: { type: 'string', value: 'PATH', description: 'diffusers model folder (SD1.x layout), or demo: the built-in demo model' },
   data: { type: 'string', value: 'FILE.jsonl', description: 'training data: TPO records (tdpo/tkto/sft), Diffusion-DPO records (dpo) or Diffusion-KTO records (kto)' },
   method: { type: 'string', value: 'NAME', description: METHODS.join(', '), default: 'tdpo' },
   steps: { type: 'string', value: 'N', description: 'optimizer steps (default 1000; with --resume: the new total, default the run\'s own)' },
@@ -206,7 +207,7 @@ async function runTrain(argv: string[], io: CliIO): Promise<number> {
     }
     config = configFromOptions(values);
     settings = {
-      model: path.resolve(io.cwd, model),
+      model: resolveModelArg(model, io),
       data: path.resolve(io.cwd, data),
       negatives: choice<NegativeFilter>(values, 'negatives', ['all', 'accepted'], 'all'),
       skipBadLines: values['skip-bad-lines'] === true,

@@ -156,6 +156,25 @@ const RELATION_PHRASES: Record<string, { relation: Relation; swap: boolean }> = 
   beneath: { relation: 'above', swap: true },
 };
 
+/**
+ * Every word a shapes-world caption can hold: the words shapesCaption writes and the synonyms
+ * parseShapesPrompt reads (so the rule editor's negatives are made of them too), sorted. The demo model's
+ * tokenizer (tokenizer-files.ts) gives each of these one token.
+ */
+export function shapesWords(): string[] {
+  const phrases = [
+    ...SHAPE_KINDS,
+    ...SHAPE_COLOURS,
+    ...Object.keys(SIZE_WORDS),
+    ...Object.keys(SINGLE_PHRASES),
+    ...Object.keys(RELATION_PHRASES),
+    ...Object.values(POSITION_PHRASE),
+    ...Object.values(RELATION_PHRASE),
+    'a an on background',
+  ];
+  return [...new Set(phrases.flatMap((p) => p.split(' ')))].sort();
+}
+
 const alt = (words: Iterable<string>) => [...words].sort((a, b) => b.length - a.length).join('|');
 const SHAPE_RE = `an? (?:(${alt(Object.keys(SIZE_WORDS))}) )?(${SHAPE_COLOURS.join('|')}) (${SHAPE_KINDS.join('|')})`;
 const SINGLE_RE = new RegExp(`^${SHAPE_RE} (${alt(Object.keys(SINGLE_PHRASES))}),? on an? (${SHAPE_COLOURS.join('|')}) background\\.?$`);
