@@ -5,10 +5,32 @@
 import type { Gpu } from '../gpu/gpu';
 import { adamwStep, type AdamWConfig, type AdamWParam } from '../nn/ops/adamw';
 import { Tensor } from '../nn/tensor';
+import { learningRate, type LrSchedule } from './lr-schedule';
 
 export interface OptimizerMoments {
   m: Map<Tensor, Tensor>;
   v: Map<Tensor, Tensor>;
+}
+
+/** What a trainer's settings say of its updates (the LoRA and the full-weight trainers' configs both have it). */
+export interface UpdateSettings {
+  lr: number;
+  lrSchedule: LrSchedule;
+  warmupSteps: number;
+  steps: number;
+  adamBeta1: number;
+  adamBeta2: number;
+  adamEps: number;
+  weightDecay: number;
+  /** Global gradient-norm clip; 0 turns it off. */
+  maxGradNorm: number;
+}
+
+/** What a trainer's state counts of its updates. */
+export interface UpdateCounts {
+  step: number;
+  appliedSteps: number;
+  skipped: number[];
 }
 
 export class AdamW {
@@ -40,6 +62,28 @@ export class AdamW {
     });
     adamwStep(this.gpu, params, this.normSq, step, config);
     return (await this.normSq.read())[0];
+  }
+
+  /**
+   * The update that ends a trainer's step `counts.step` (0-based): the scheduled learning rate, AdamW
+   * (bias correction by the updates applied so far), and the counts moved on. A step whose gradient norm is
+   * not finite changes nothing but is counted and listed as skipped.
+   */
+  async update(grads: Map<Tensor, Tensor>, c: UpdateSettings, counts: UpdateCounts): Promise<{ lr: number; normSq: number; skipped: boolean }> {
+    const lr = learningRate({ lr: c.lr, schedule: c.lrSchedule, warmupSteps: c.warmupSteps, totalSteps: c.steps }, counts.step);
+    const normSq = await this.step(grads, counts.appliedSteps + 1, {
+      lr,
+      beta1: c.adamBeta1,
+      beta2: c.adamBeta2,
+      eps: c.adamEps,
+      weightDecay: c.weightDecay,
+      maxGradNorm: c.maxGradNorm,
+    });
+    const skipped = !Number.isFinite(normSq);
+    counts.step++;
+    if (skipped) counts.skipped.push(counts.step);
+    else counts.appliedSteps++;
+    return { lr, normSq, skipped };
   }
 
   /** Releases the moments (the parameters belong to the model). */

@@ -18,7 +18,7 @@ import { accumulate, Ctx, Tape } from '../nn/tape';
 import { Tensor } from '../nn/tensor';
 import { batchTensors, drawNoise, rowTensors, type Features } from './batch';
 import type { TermRef, TrainExample } from './examples';
-import { learningRate, LR_SCHEDULES, type LrSchedule } from './lr-schedule';
+import { LR_SCHEDULES, type LrSchedule } from './lr-schedule';
 import { defaultLossConfig, type LossMethod, parseMetrics, type StepMetrics, tpoLoss } from './losses';
 import { AdamW, type OptimizerMoments } from './optimizer';
 import { drawRandom, epochOrder, takeInOrder } from './random';
@@ -243,19 +243,7 @@ export class Trainer {
           metrics.push(await this.microBatch(rows, t, eps, grads));
         }
       }
-      const lr = learningRate({ lr: c.lr, schedule: c.lrSchedule, warmupSteps: c.warmupSteps, totalSteps: c.steps }, s);
-      const normSq = await this.optimizer.step(grads, this.state.appliedSteps + 1, {
-        lr,
-        beta1: c.adamBeta1,
-        beta2: c.adamBeta2,
-        eps: c.adamEps,
-        weightDecay: c.weightDecay,
-        maxGradNorm: c.maxGradNorm,
-      });
-      const skipped = !Number.isFinite(normSq);
-      this.state.step++;
-      if (skipped) this.state.skipped.push(this.state.step);
-      else this.state.appliedSteps++;
+      const { lr, normSq, skipped } = await this.optimizer.update(grads, c, this.state);
       const mean = (f: (m: (typeof metrics)[number]) => number) => metrics.reduce((a, m) => a + f(m), 0) / metrics.length;
       const kto = c.method === 'tkto' || c.method === 'kto';
       return {

@@ -21,22 +21,13 @@ import { mseRows, mseRowsBackward } from '../nn/ops/reduce';
 import { Ctx, Tape } from '../nn/tape';
 import { Tensor } from '../nn/tensor';
 import { decodeMoments, encodeMoments, restoreWeights } from './checkpoint';
-import { learningRate, LR_SCHEDULES, type LrSchedule } from './lr-schedule';
-import { AdamW, type OptimizerMoments } from './optimizer';
+import { LR_SCHEDULES } from './lr-schedule';
+import { AdamW, type OptimizerMoments, type UpdateSettings } from './optimizer';
 import { drawRandom, epochOrder, normals, type DataCursor, takeInOrder } from './random';
 
-export interface VaeTrainConfig {
-  steps: number;
+/** The steps, learning rate and AdamW settings as the LoRA trainer has them (UpdateSettings), and: */
+export interface VaeTrainConfig extends UpdateSettings {
   batchSize: number;
-  lr: number;
-  lrSchedule: LrSchedule;
-  warmupSteps: number;
-  adamBeta1: number;
-  adamBeta2: number;
-  adamEps: number;
-  weightDecay: number;
-  /** Global gradient-norm clip; 0 turns it off. */
-  maxGradNorm: number;
   /** Weight of the KL term against the reconstruction error (both per element). */
   klWeight: number;
   seed: number;
@@ -216,19 +207,7 @@ export class VaeTrainer {
       const eps = normals(drawRandom(c.seed, 'vae-noise', s), picks.length * this.vae.config.latent_channels * Math.floor(h / f) * Math.floor(w / f));
       const result = await vaeTrainingLoss(this.vae, images, eps, c.klWeight);
       grads = result.grads;
-      const lr = learningRate({ lr: c.lr, schedule: c.lrSchedule, warmupSteps: c.warmupSteps, totalSteps: c.steps }, s);
-      const normSq = await this.optimizer.step(grads, this.state.appliedSteps + 1, {
-        lr,
-        beta1: c.adamBeta1,
-        beta2: c.adamBeta2,
-        eps: c.adamEps,
-        weightDecay: c.weightDecay,
-        maxGradNorm: c.maxGradNorm,
-      });
-      const skipped = !Number.isFinite(normSq);
-      this.state.step++;
-      if (skipped) this.state.skipped.push(this.state.step);
-      else this.state.appliedSteps++;
+      const { lr, normSq, skipped } = await this.optimizer.update(grads, c, this.state);
       return {
         step: this.state.step,
         epoch: this.state.epoch,
