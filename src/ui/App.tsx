@@ -1,7 +1,7 @@
 // The lab's page: one screen at a time, chosen in the tab bar. Each screen keeps its state in its own store,
 // so switching screens loses nothing.
 
-import { useEffect, useState } from 'react';
+import { useEffect, useState, useTransition } from 'react';
 import { useDataStore } from './data/store';
 import { DataScreen } from './data/DataScreen';
 import { ExportScreen } from './export/ExportScreen';
@@ -25,6 +25,9 @@ type ScreenId = (typeof SCREENS)[number]['id'];
 
 export function App() {
   const [current, setCurrent] = useState<ScreenId>('model');
+  // A screen is rendered as a transition: React renders it in slices that yield to the browser, so opening a
+  // screen while a run streams its steps does not hold the main thread for one long task.
+  const [, startTransition] = useTransition();
   const screen = SCREENS.find((s) => s.id === current) ?? SCREENS[0];
   // The datasets (and the one worked on last time) for every screen, not only once the Data screen opens.
   useEffect(() => {
@@ -42,7 +45,7 @@ export function App() {
         <ul className="tabs">
           {SCREENS.map((s) => (
             <li key={s.id}>
-              <button type="button" aria-current={s.id === current ? 'page' : undefined} onClick={() => setCurrent(s.id)}>
+              <button type="button" aria-current={s.id === current ? 'page' : undefined} onClick={() => startTransition(() => setCurrent(s.id))}>
                 {s.label}
               </button>
             </li>

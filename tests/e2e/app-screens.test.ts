@@ -367,7 +367,8 @@ describe('the Train screen', () => {
     expect(await loss.innerText()).toMatch(/at step 4/);
     await page.getByRole('img', { name: 'a red circle on the left — step 4' }).waitFor({ timeout: 30_000 });
     expect(await page.getByRole('img', { name: 'a red circle on the left — base model' }).count()).toBe(1);
-    expect(await page.getByRole('row').filter({ hasText: 'done' }).count()).toBe(1);
+    // The run list is read again once the run reports its end.
+    await expect.poll(() => page.getByRole('row').filter({ hasText: 'done' }).count()).toBe(1);
     await screenshots('train');
     expect(unexpectedLog(), describeLog(b.log)).toEqual([]);
   }, 600_000);
