@@ -455,21 +455,26 @@ async function prepare(): Promise<string> {
   return run!;
 }
 
+/** On the Samples screen: "a red circle on the left", seed 5, base and `run`'s LoRA at 1, 2 steps at 64 px. */
+async function drawSample(run: string): Promise<void> {
+  await page.getByLabel('Prompts').fill('a red circle on the left');
+  await page.getByLabel('Seeds').fill('5');
+  await page.getByLabel('Run', { exact: true }).selectOption(run);
+  await page.getByLabel('LoRA scale value').fill('1');
+  await page.getByLabel('Sampling steps').fill('2');
+  await page.getByLabel('Width (px)').fill('64');
+  await page.getByLabel('Height (px)').fill('64');
+  await page.getByRole('button', { name: 'Generate samples' }).click();
+  await page.getByRole('img', { name: 'a red circle on the left — seed 5, LoRA at 1' }).waitFor({ timeout: 300_000 });
+}
+
 describe('the Samples and Export screens', () => {
   let run = '';
 
   it('draws a prompt with the base model and with the LoRA side by side, and saves an image with its parameters', async () => {
     run = await prepare();
     await tab('Samples');
-    await page.getByLabel('Prompts').fill('a red circle on the left');
-    await page.getByLabel('Seeds').fill('5');
-    await page.getByLabel('Run', { exact: true }).selectOption(run);
-    await page.getByLabel('LoRA scale value').fill('1');
-    await page.getByLabel('Sampling steps').fill('2');
-    await page.getByLabel('Width (px)').fill('64');
-    await page.getByLabel('Height (px)').fill('64');
-    await page.getByRole('button', { name: 'Generate samples' }).click();
-    await page.getByRole('img', { name: 'a red circle on the left — seed 5, LoRA at 1' }).waitFor({ timeout: 300_000 });
+    await drawSample(run);
     expect(await page.getByRole('img', { name: 'a red circle on the left — seed 5, base model' }).count()).toBe(1);
 
     const [download] = await Promise.all([page.waitForEvent('download'), page.getByRole('button', { name: /^Save image: LoRA at 1, seed 5/ }).click()]);
@@ -608,17 +613,7 @@ describe('the judge', () => {
     const run = await prepare(); // (it shows the Model screen)
     await tab('Samples');
     // The images of the Samples test when the journey ran before; drawn here when this describe runs alone.
-    if ((await page.getByRole('img', { name: 'a red circle on the left — seed 5, LoRA at 1' }).count()) === 0) {
-      await page.getByLabel('Prompts').fill('a red circle on the left');
-      await page.getByLabel('Seeds').fill('5');
-      await page.getByLabel('Run', { exact: true }).selectOption(run);
-      await page.getByLabel('LoRA scale value').fill('1');
-      await page.getByLabel('Sampling steps').fill('2');
-      await page.getByLabel('Width (px)').fill('64');
-      await page.getByLabel('Height (px)').fill('64');
-      await page.getByRole('button', { name: 'Generate samples' }).click();
-      await page.getByRole('img', { name: 'a red circle on the left — seed 5, LoRA at 1' }).waitFor({ timeout: 300_000 });
-    }
+    if ((await page.getByRole('img', { name: 'a red circle on the left — seed 5, LoRA at 1' }).count()) === 0) await drawSample(run);
     const scores = page.getByText(/^CLIP score \d+\.\d$/);
     await expect.poll(() => scores.count(), { timeout: 60_000 }).toBe(2);
     for (const text of await scores.allInnerTexts()) expect(text).toMatch(/^CLIP score \d+\.\d$/);
