@@ -52,6 +52,20 @@ describe('reductions', () => {
     expectClose(await sumAll(Tensor.from(gpu, x, [x.length])).read(), [total], 1e-5, 'sumAll');
   });
 
+  it('sumBroadcast in chunks: many terms per output, chunks that end inside a row, times a, and outputs past one workgroup', async () => {
+    const gpu = await testGpu();
+    // 7 * 333 = 2331 terms per output: three chunks of 777, each starting and ending mid-row.
+    for (const [o, j, k] of [[7, 3, 333], [2500, 67, 1], [1, 130, 3000]]) {
+      const x = randn(o * j * k, 2);
+      const a = randn(o * j * k, 3);
+      const name = `${o} x ${j} x ${k}`;
+      expectClose(await sumBroadcast(Tensor.from(gpu, x, [o, j, k]), [j], k).read(), ref.sumBroadcast(x, j, k), 1e-5, name);
+      const xa = x.map((v, i) => v * a[i]);
+      const got = await sumBroadcast(Tensor.from(gpu, x, [o, j, k]), [j], k, Tensor.from(gpu, a, [o, j, k])).read();
+      expectClose(got, ref.sumBroadcast(xa, j, k), 1e-5, `${name} times a`);
+    }
+  });
+
   it('per-example mean squared error, forward and backward, batch 1 and 3', async () => {
     const gpu = await testGpu();
     for (const n of [1, 3]) {

@@ -8,15 +8,17 @@ import { family, grid1d, kernel } from './kernels';
 
 const fam = family('reduce', workgroupReduce, source);
 
-function params(outer: number, size: number, inner: number, scale = 1) {
-  return [u32(outer), u32(size), u32(inner), f32(scale)];
+function params(outer: number, size: number, inner: number, scale = 1, per = 0) {
+  return [u32(outer), u32(size), u32(inner), f32(scale), u32(per)];
 }
 
-/** One workgroup per output element, spread over two grid dimensions. */
-function perOutput(size: number): [number, number] {
-  if (size <= 65535) return [size, 1];
-  return [32768, Math.ceil(size / 32768)];
-}
+/**
+ * Terms one thread of sum_broadcast sums before its chunk ends, and the most chunks per output: enough
+ * threads to fill a GPU when the outputs are few (a bias of 320 channels over 8192 rows), while each thread
+ * still does enough work to pay for its launch on a CPU adapter.
+ */
+const TERMS_PER_THREAD = 1024;
+const MAX_CHUNKS = 64;
 
 /**
  * Sums dy over a broadcast: out[j] = sum_{o,k} dy[(o * size + j) * inner + k], size = numel(outShape)
@@ -27,15 +29,29 @@ export function sumBroadcast(dy: Tensor, outShape: readonly number[], inner: num
   const size = numel(outShape);
   const outer = dy.size / (size * inner);
   if (!Number.isInteger(outer)) throw new Error(`sumBroadcast: [${dy.shape}] does not tile [${outShape}] x ${inner}`);
-  const out = Tensor.empty(dy.gpu, outShape);
   const gpu = dy.gpu;
+  const count = outer * inner;
+  const chunks = Math.min(MAX_CHUNKS, Math.max(1, Math.ceil(count / TERMS_PER_THREAD)));
+  const per = Math.ceil(count / chunks);
+  const out = Tensor.empty(gpu, chunks === 1 ? outShape : [chunks, size]);
+  const [x, y] = grid64(size);
   gpu.dispatch(kernel(gpu, fam, 'sum_broadcast', { constants: { MUL_A: a ? 1 : 0 } }), {
-    params: params(outer, size, inner),
+    params: params(outer, size, inner, 1, per),
     // Without `a` the binding still needs a buffer; dy stands in and is never read through it.
     buffers: [dy.buffer, out.buffer, (a ?? dy).buffer],
-    workgroups: perOutput(size),
+    workgroups: [x, y, chunks],
   });
-  return out;
+  if (chunks === 1) return out;
+  const total = sumBroadcast(out, outShape, 1);
+  out.release();
+  return total;
+}
+
+/** Workgroups of 64 threads for `n` threads, spread over two grid dimensions. */
+function grid64(n: number): [number, number] {
+  const groups = Math.ceil(n / 64);
+  if (groups <= 65535) return [groups, 1];
+  return [32768, Math.ceil(groups / 32768)];
 }
 
 /** Sum of every element: a tensor of shape [1]. */
