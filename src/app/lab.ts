@@ -13,9 +13,11 @@ import { importDataset, type ImportOptions, parseTrainerJsonl } from '../data/im
 import { importPreferenceData } from '../data/preference-import';
 import { formatPreferenceJsonl, parsePreferenceJsonl, type PreferenceRecords, preferenceImages } from '../data/preference-records';
 import type { RgbaImage } from '../data/pixels';
-import type { DatasetSource } from '../data/source';
+import { bytesSource, type DatasetSource } from '../data/source';
 import type { DatasetItem, ImportProblem } from '../data/types';
 import type { PrincipleChoice } from '../data/vocabulary';
+import { DEMO_DATASET_NAME, DEMO_DATASET_SEED, DEMO_DATASET_SIZE } from '../demo/files';
+import { shapesDataset, shapesFileName } from '../demo/shapes';
 import { type Gpu, GpuDeviceLostError } from '../gpu/gpu';
 import { type Correlation, parseImplicitScores } from '../judges/agreement';
 import { ClipJudge, type JudgeKind } from '../judges/clip-judge';
@@ -344,6 +346,21 @@ export class Lab {
       await this.platform.root.remove(`${DATASETS}/${id}`);
       throw e;
     }
+  }
+
+  /**
+   * The shapes world's demo data set (src/demo/shapes.ts): `count` images of the demo model's training
+   * split with their captions, made here and imported like a picked folder, ready for negatives.
+   */
+  async importDemoDataset(count = DEMO_DATASET_SIZE, onProgress?: (done: number, total: number) => void): Promise<DatasetImport> {
+    const files = new Map<string, Uint8Array>();
+    const encoder = new TextEncoder();
+    for (const [k, item] of shapesDataset({ seed: DEMO_DATASET_SEED, count }).entries()) {
+      const name = shapesFileName(k, count);
+      files.set(`${name}.png`, await this.platform.encodePng(item.image.data, item.image.width, item.image.height, {}));
+      files.set(`${name}.txt`, encoder.encode(`${item.caption}\n`));
+    }
+    return this.importDataset(bytesSource('the shapes demo', files), DEMO_DATASET_NAME, {}, onProgress);
   }
 
   /**

@@ -186,6 +186,41 @@ async function fetchOk(url: string): Promise<string> {
   return response.text();
 }
 
+// ---- a folder the app serves (the built-in demo) ----------------------------------------------------------
+
+/**
+ * A model folder on the app's own server (public/demo/, the built-in demo): a server lists no folders, so
+ * `files` names every file. Each is fetched whole (the demo is a few MB) and read from memory after.
+ * `fetchBytes` replaces fetch (Node tests read public/ from disk).
+ */
+export async function servedFolderModel(
+  name: string,
+  base: string,
+  files: readonly string[],
+  fetchBytes: (url: string) => Promise<Response> = (url) => fetch(url),
+): Promise<ModelHandle> {
+  const entries = await Promise.all(
+    files.map(async (path) => {
+      const url = `${base}${path}`;
+      let response: Response;
+      try {
+        response = await fetchBytes(url);
+      } catch (error) {
+        throw new InputError(`${name}: ${url} could not be fetched (${error instanceof Error ? error.message : String(error)}); check that the app's server is running, then try again.`);
+      }
+      if (!response.ok) {
+        throw new InputError(
+          response.status === 404
+            ? `${name}: the app's server has no ${url}, so the demo model is not built. Build it with npm run build:demo, or open a model of your own.`
+            : `${name}: ${url} did not load (HTTP ${response.status}); reload the page and try again.`,
+        );
+      }
+      return { path, file: await response.blob() };
+    }),
+  );
+  return modelFromEntries(name, entries);
+}
+
 // ---- remembering a folder -------------------------------------------------------------------------------
 
 // One IndexedDB database with one object store holding the handle under one key. Directory handles are

@@ -4,7 +4,7 @@
 
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { HELD_OUT_PAIRS, SHAPES_IMAGE_SIZE, shapesDataset, type ShapesSplit } from '../demo/shapes';
+import { HELD_OUT_PAIRS, SHAPES_IMAGE_SIZE, shapesDataset, shapesFileName, type ShapesSplit } from '../demo/shapes';
 import { formatHelp, intOpt, type OptionTable, parseOptions, stringOpt, UsageError } from './args';
 import type { Command } from './command';
 import type { CliIO } from './io';
@@ -54,11 +54,10 @@ async function runShapes(argv: string[], io: CliIO): Promise<number> {
 
   // In chunks, so a large data set never holds every image in memory at once.
   const captions: string[] = [];
-  const digits = Math.max(5, String(count - 1).length);
   for (let start = 0; start < count; start += 256) {
     const items = shapesDataset({ seed, count: Math.min(256, count - start), split: split as ShapesSplit, size, sizes: values['no-sizes'] !== true, start });
     for (const [k, item] of items.entries()) {
-      const name = `shape-${String(start + k).padStart(digits, '0')}`;
+      const name = shapesFileName(start + k, count);
       await writeFile(path.join(out, `${name}.png`), encodePng(item.image.data, item.image.width, item.image.height, {}));
       await writeFile(path.join(out, `${name}.txt`), `${item.caption}\n`);
       captions.push(item.caption);

@@ -75,3 +75,25 @@ export function filesSource(files: Iterable<File>, name = 'selected files'): Dat
     },
   };
 }
+
+/** A source over files held in memory (a data set the lab makes itself, such as the shapes demo). */
+export function bytesSource(name: string, files: ReadonlyMap<string, Uint8Array>): DatasetSource {
+  const get = (path: string) => files.get(joinPath('', path)) ?? null;
+  return {
+    name,
+    async listFiles() {
+      return [...files.keys()];
+    },
+    async readText(path) {
+      const bytes = get(path);
+      if (!bytes) throw new Error(`no file ${path}`);
+      return stripBom(new TextDecoder().decode(bytes));
+    },
+    async readHead(path, bytes) {
+      return get(path)?.slice(0, bytes) ?? null;
+    },
+    async readFile(path) {
+      return get(path);
+    },
+  };
+}

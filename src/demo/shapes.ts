@@ -370,3 +370,11 @@ export function shapesDataset(options: ShapesDatasetOptions): ShapesItem[] {
     return { scene, caption: shapesCaption(scene, { sizes: options.sizes }), image: renderShapes(scene, { size, seed: itemSeed(seed, split, index) }) };
   });
 }
+
+/**
+ * A shapes item's file name without extension, as `tpo-lab shapes` and the app's demo data set write it
+ * (shape-00042.png beside shape-00042.txt): zero-padded to sort in order.
+ */
+export function shapesFileName(index: number, count: number): string {
+  return `shape-${String(index).padStart(Math.max(5, String(count - 1).length), '0')}`;
+}

@@ -3,6 +3,7 @@
 
 import { useEffect, useState, useTransition } from 'react';
 import { useDataStore } from './data/store';
+import { startDemo } from './demo';
 import { DataScreen } from './data/DataScreen';
 import { ExportScreen } from './export/ExportScreen';
 import { ModelScreen } from './model/ModelScreen';
@@ -32,6 +33,7 @@ export function App() {
   // The datasets (and the one worked on last time) for every screen, not only once the Data screen opens.
   useEffect(() => {
     void useDataStore.getState().refresh();
+    void startDemo();
   }, []);
   return (
     <div className="page">

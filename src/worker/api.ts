@@ -85,7 +85,9 @@ export type ModelSource =
   | { kind: 'files'; files: File[] }
   | { kind: 'directory'; handle: FileSystemDirectoryHandle; remember?: boolean }
   | { kind: 'single-file'; file: File }
-  | { kind: 'remembered' };
+  | { kind: 'remembered' }
+  /** The built-in demo model, fetched from the app's own server (public/demo/). */
+  | { kind: 'demo' };
 
 export interface MemoryPlanRequest {
   method: TrainConfig['method'];
@@ -148,6 +150,8 @@ export interface EngineApi {
 
   /** Imports captioned images (a picked folder's files, any layout `tpo-lab pairs` reads), copied into the lab's storage. */
   importDataset(files: File[], name: string, options: ImportOptions, onProgress?: ProgressCallback): Promise<Result<DatasetImport>>;
+  /** Makes the shapes world's demo data set (captioned images, ready for negatives) and imports it. */
+  importDemoDataset(onProgress?: ProgressCallback): Promise<Result<DatasetImport>>;
   listDatasets(): Promise<Result<DatasetInfo[]>>;
   datasetItems(id: string): Promise<Result<DatasetItem[]>>;
   /** Replaces a dataset's items (after the user reviewed negatives). */

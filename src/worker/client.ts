@@ -29,6 +29,7 @@ const LAB_METHODS = {
   forgetModel: true,
   planMemory: true,
   importDataset: true,
+  importDemoDataset: true,
   listDatasets: true,
   datasetItems: true,
   saveItems: true,

@@ -15,10 +15,12 @@ import {
   recallModelFolder,
   rememberModelFolder,
   reopenRemembered,
+  servedFolderModel,
   shippedSd15Configs,
   singleFileModel,
 } from '../app/model-sources';
 import { opfsRoot, opfsStorage, storageEstimate } from '../app/opfs-storage';
+import { DEMO_MODEL_FILES, DEMO_MODEL_NAME } from '../demo/files';
 import { decodeImageBrowser } from '../data/decode-browser';
 import { addPngText } from '../data/png-text';
 import { filesSource } from '../data/source';
@@ -197,6 +199,8 @@ async function modelFrom(source: ModelSource): Promise<ModelHandle> {
     case 'single-file':
       shippedConfigs ??= shippedSd15Configs();
       return singleFileModel(source.file, shippedConfigs);
+    case 'demo':
+      return servedFolderModel(DEMO_MODEL_NAME, `${import.meta.env.BASE_URL}demo/`, DEMO_MODEL_FILES);
     case 'remembered': {
       const remembered = await recallModelFolder();
       if (!remembered) throw new InputError('no model folder is remembered: pick the model folder');
@@ -267,6 +271,8 @@ const api: EngineApi = {
 
   importDataset: (files, name, options, onProgress) =>
     attempt('importDataset', async () => (await lab()).importDataset(filesSource(files, name), name, options, (done, total) => notify(onProgress, done, total))),
+  importDemoDataset: (onProgress) =>
+    attempt('importDemoDataset', async () => (await lab()).importDemoDataset(undefined, (done, total) => notify(onProgress, done, total))),
   listDatasets: () => attempt('listDatasets', async () => (await lab()).listDatasets()),
   datasetItems: (id) => attempt('datasetItems', async () => (await lab()).datasetItems(id)),
   saveItems: (id, items) =>

@@ -54,6 +54,12 @@ export interface BrowserOptions {
   built?: string;
   /** Show console.log / info lines of the page and its workers on stdout (debugging). */
   echoConsole?: boolean;
+  /**
+   * Let the app open its built-in demo model and add the demo dataset at start, as it does for a user
+   * (src/ui/demo.ts). Off by default: tests open the models and data they check, on a CPU that the demo's
+   * opening would otherwise share.
+   */
+  demoAtStart?: boolean;
 }
 
 export async function freePort(): Promise<number> {
@@ -134,6 +140,13 @@ export async function openBrowser(options: BrowserOptions = {}): Promise<Browser
       context = await browser.newContext();
     }
     const ctx = context;
+    if (!options.demoAtStart) {
+      // What a user who turned the demo off has in the page's storage (src/ui/demo.ts).
+      await ctx.addInitScript(() => {
+        localStorage.setItem('tpo-lab.demo.open-at-start', 'no');
+        localStorage.setItem('tpo-lab.demo.dataset-added', 'off in tests');
+      });
+    }
     const log: string[] = [];
     const newPage = async () => {
       const p = await ctx.newPage();

@@ -3,10 +3,12 @@
 // with the config keys diffusers writes; a stopped build continues from its checkpoints; and
 // `tpo-lab sample --model demo` draws from the result.
 
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { servedFolderModel } from '../../src/app/model-sources';
+import { DEMO_MODEL_FILES } from '../../src/demo/files';
 import { demoTokenizerFiles, mergesText } from '../../src/demo/tokenizer-files';
 import { shapesDataset, shapesWords } from '../../src/demo/shapes';
 import { checkModelForTraining } from '../../src/models/model-check';
@@ -68,9 +70,9 @@ describe('tpo-lab build-demo --quick', () => {
     expect(r.err).toMatch(/vae: resumed at step 1 of 1/);
     expect(r.err).toMatch(/unet: resumed at step 1 of 2/);
 
-    for (const file of ['model_index.json', 'scheduler/scheduler_config.json', 'tokenizer/vocab.json', 'tokenizer/merges.txt', 'tokenizer/tokenizer_config.json', 'tokenizer/special_tokens_map.json', 'text_encoder/config.json', 'text_encoder/model.safetensors', 'unet/config.json', 'unet/diffusion_pytorch_model.safetensors', 'vae/config.json', 'vae/diffusion_pytorch_model.safetensors', 'README.md']) {
-      expect(existsSync(path.join(out, file)), file).toBe(true);
-    }
+    // Exactly the files the app fetches when it serves the folder (a server lists no folders).
+    const written = readdirSync(out, { recursive: true }).map(String).filter((f) => statSync(path.join(out, f)).isFile());
+    expect(written.sort()).toEqual([...DEMO_MODEL_FILES].sort());
     expect(readdirSync(out, { recursive: true }).some((f) => String(f).endsWith('.partial'))).toBe(false);
     // Every config has at least the keys diffusers / transformers wrote into the tiny golden folder.
     for (const file of ['model_index.json', 'scheduler/scheduler_config.json', 'text_encoder/config.json', 'unet/config.json', 'vae/config.json', 'tokenizer/tokenizer_config.json', 'tokenizer/special_tokens_map.json']) {
@@ -90,6 +92,18 @@ describe('tpo-lab build-demo --quick', () => {
     const tokenizer = await loadClipTokenizer(out);
     const caption = shapesDataset({ seed: 0, count: 1, split: 'heldout' })[0].caption;
     expect(wordsOf(tokenizer, caption)).toEqual(tokenizer.pieces(caption));
+
+    // As the app opens it: each file fetched from where it is served, the folder checked by the lab.
+    const served = (url: string) => {
+      const file = path.join(out, url.slice('/demo/'.length));
+      return Promise.resolve(existsSync(file) ? new Response(readFileSync(file)) : new Response('not found', { status: 404 }));
+    };
+    const model = await servedFolderModel('demo', '/demo/', DEMO_MODEL_FILES, served);
+    expect((await model.check()).unet.block_out_channels).toEqual(json(path.join(out, 'unet/config.json')).block_out_channels);
+    await model.close();
+    await expect(servedFolderModel('demo', '/demo/', [...DEMO_MODEL_FILES, 'unet/missing.bin'], served)).rejects.toThrow(
+      /demo: the app's server has no \/demo\/unet\/missing\.bin, so the demo model is not built\. Build it with npm run build:demo/,
+    );
 
     const samples = path.join(tmp, 'samples');
     const s = await runCli(['sample', '--model', 'demo', '--prompt', caption, '--steps', '2', '--seed', '1', '--quiet', '--out', samples], { cwd: tmp, gpu: await testGpu(), env: { TPO_LAB_DEMO: out } });

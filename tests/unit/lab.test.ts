@@ -15,6 +15,7 @@ import { MemoryStorage } from '../../src/app/storage';
 import { encodePng } from '../../src/cli/sample';
 import { decodeImageNode } from '../../src/data/decode-node';
 import { nodeSource } from '../../src/data/node-fs';
+import { shapesDataset } from '../../src/demo/shapes';
 import type { Gpu } from '../../src/gpu/gpu';
 import { openNodeGpu } from '../../src/gpu/node';
 import { decodeLora } from '../../src/models/lora-io';
@@ -114,6 +115,21 @@ describe('lab', () => {
     expect(prepared.features).toBe(12); // 4 images, 4 captions, 4 negatives
     expect((await root.list('features')).length).toBeGreaterThan(0);
   }, 300_000);
+
+  it('makes the shapes demo dataset: captioned 64 px images of the demo model\'s world, ready for negatives', async () => {
+    const imported = await lab.importDemoDataset(6);
+    expect(imported.dataset.name).toBe('Shapes (demo)');
+    expect(imported.dataset.items).toBe(6);
+    const id = imported.dataset.id;
+    const items = await lab.datasetItems(id);
+    expect(items.map((i) => i.caption)).toEqual(shapesDataset({ seed: 0, count: 6 }).map((it) => it.caption));
+    expect(items.map((i) => i.image)).toEqual(['shape-00000.png', 'shape-00001.png', 'shape-00002.png', 'shape-00003.png', 'shape-00004.png', 'shape-00005.png']);
+    const image = await decodeImageNode(await lab.datasetImage(id, items[0].image), items[0].image);
+    expect([image.width, image.height]).toEqual([64, 64]);
+    const made = await lab.makeNegatives(id, { principles: ['attribute'], perCaption: 1, seed: 1 });
+    expect(made.made).toBe(6);
+    await lab.deleteDataset(id);
+  });
 
   it('a run cancelled, resumed, and then losing its device ends where an uninterrupted run ends', async () => {
     const whole = collector();

@@ -7,6 +7,7 @@
 import { useVirtualizer } from '@tanstack/react-virtual';
 import { type ChangeEvent, type ReactNode, useEffect, useId, useRef, useState } from 'react';
 import { datasetStats } from '../../data/dataset';
+import { DEMO_DATASET_SIZE } from '../../demo/files';
 import type { DpoRecord, KtoRecord, PreferenceRecords } from '../../data/preference-records';
 import type { DatasetItem } from '../../data/types';
 import { downloadBytes } from '../download';
@@ -84,6 +85,15 @@ function ImportCard() {
             disabled={!!importing}
           />
         </div>
+      </div>
+      <div className="toolbar">
+        <button type="button" onClick={() => void useDataStore.getState().importDemo()} disabled={!!importing}>
+          Add the demo dataset
+        </button>
+        <span className="muted">
+          {DEMO_DATASET_SIZE} captioned images of the shapes world, the demo model's own (&ldquo;a small red circle on the left of a large blue
+          square, on a white background&rdquo;).
+        </span>
       </div>
       {projectImported && (
         <p role="status" className="notice notice-ok">

@@ -4,10 +4,11 @@
 
 import { create } from 'zustand';
 import { datasetStats } from '../../data/dataset';
+import { DEMO_DATASET_NAME, DEMO_DATASET_SIZE } from '../../demo/files';
 import { exportTrainerJsonl } from '../../data/export';
 import { formatPreferenceJsonl, type PreferenceRecords, preferenceImages } from '../../data/preference-records';
 import type { DatasetItem, ImportProblem } from '../../data/types';
-import type { DatasetInfo, EngineError } from '../../worker/api';
+import type { DatasetImport, DatasetInfo, EngineError, Result } from '../../worker/api';
 import type { EngineClient } from '../../worker/client';
 import { engine } from '../engine';
 
@@ -29,6 +30,8 @@ export interface DataStore {
   refresh(): Promise<void>;
   select(id: string | null): Promise<void>;
   importFiles(files: File[], name: string): Promise<void>;
+  /** Adds the shapes world's demo data set. */
+  importDemo(): Promise<void>;
   /** Replaces the items (saved at once); `undoLabel` makes the change undoable ("Removed disc0.png"). */
   setItems(items: DatasetItem[], undoLabel?: string): Promise<boolean>;
   updateCaption(itemId: string, caption: string): Promise<void>;
@@ -70,7 +73,19 @@ function recallCurrent(): string | null {
 }
 
 export function createDataStore(client: () => EngineClient) {
-  return create<DataStore>()((set, get) => ({
+  return create<DataStore>()((set, get) => {
+    /** One import at a time, its progress shown; the new dataset is selected. */
+    const importWith = async (name: string, total: number, run: (onProgress: (done: number, total: number) => void) => Promise<Result<DatasetImport>>) => {
+      if (get().importing) return;
+      set({ importing: { name, done: 0, total }, problems: [], error: null });
+      const r = await run((done, total) => set({ importing: { name, done, total } }));
+      set({ importing: null });
+      if (!r.ok) return set({ error: r.error });
+      set({ problems: r.value.problems });
+      await get().refresh();
+      await get().select(r.value.dataset.id);
+    };
+    return {
     datasets: [],
     current: null,
     items: [],
@@ -110,14 +125,11 @@ export function createDataStore(client: () => EngineClient) {
     },
 
     async importFiles(files, name) {
-      if (get().importing) return;
-      set({ importing: { name, done: 0, total: files.length }, problems: [], error: null });
-      const r = await client().lab.importDataset(files, name, { onInvalid: 'skip' }, (done, total) => set({ importing: { name, done, total } }));
-      set({ importing: null });
-      if (!r.ok) return set({ error: r.error });
-      set({ problems: r.value.problems });
-      await get().refresh();
-      await get().select(r.value.dataset.id);
+      await importWith(name, files.length, (onProgress) => client().lab.importDataset(files, name, { onInvalid: 'skip' }, onProgress));
+    },
+
+    async importDemo() {
+      await importWith(DEMO_DATASET_NAME, DEMO_DATASET_SIZE, (onProgress) => client().lab.importDemoDataset(onProgress));
     },
 
     async setItems(items, undoLabel) {
@@ -225,7 +237,8 @@ export function createDataStore(client: () => EngineClient) {
       // Said once the new dataset is listed and open.
       set({ projectImported: { name: r.value.dataset.name, runs: r.value.runs.length } });
     },
-  }));
+  };
+  });
 }
 
 export const useDataStore = createDataStore(engine);

@@ -6,6 +6,7 @@ import { type ChangeEvent, useEffect, useId, useState } from 'react';
 import { forgetModelFolder, recallModelFolder } from '../../app/model-sources';
 import type { EngineError, ModelInfo } from '../../worker/api';
 import { formatBytes, formatCount } from '../format';
+import { demoOpensAtStart, openDemoModel, setDemoOpensAtStart } from '../demo';
 import { GpuPanel } from '../GpuPanel';
 import { type PlanForm, useModelStore } from './store';
 
@@ -84,6 +85,7 @@ function OpenModel() {
           <input id={fileId} type="file" accept=".safetensors" onChange={onFile} disabled={busy} />
         </div>
       </div>
+      <DemoModel busy={busy} />
       {(canPickFolder || remembered) && (
         <div className="toolbar">
           {canPickFolder && (
@@ -120,6 +122,32 @@ function OpenModel() {
         {model.status === 'error' && <ModelError error={model.error} previous={model.previous} />}
       </div>
     </section>
+  );
+}
+
+/** The built-in demo model (public/demo/): one click to open, and whether it opens at start. */
+function DemoModel({ busy }: { busy: boolean }) {
+  const [atStart, setAtStart] = useState(demoOpensAtStart);
+  const checkId = useId();
+  return (
+    <div className="toolbar demo-model">
+      <button type="button" onClick={() => void openDemoModel()} disabled={busy}>
+        Open the demo model
+      </button>
+      <input
+        id={checkId}
+        type="checkbox"
+        checked={atStart}
+        onChange={(e) => {
+          setDemoOpensAtStart(e.target.checked);
+          setAtStart(e.target.checked);
+        }}
+      />
+      <label htmlFor={checkId}>Open it when the lab starts</label>
+      <span className="muted">
+        A small model of the lab's own shapes world (64 px, a few MB, shipped with the app), to try every step without a model of your own.
+      </span>
+    </div>
   );
 }
 
