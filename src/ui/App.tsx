@@ -4,6 +4,9 @@
 import { useEffect, useState, useTransition } from 'react';
 import { useDataStore } from './data/store';
 import { startDemo } from './demo';
+import { useModelStore } from './model/store';
+import { useSamplesStore } from './samples/store';
+import { useTrainStore } from './train/store';
 import { DataScreen } from './data/DataScreen';
 import { ExportScreen } from './export/ExportScreen';
 import { ModelScreen } from './model/ModelScreen';
@@ -35,6 +38,17 @@ export function App() {
     void useDataStore.getState().refresh();
     void startDemo();
   }, []);
+  // Training and drawing follow the open model's native size (64 px for the demo, 512 px for SD1.5).
+  useEffect(
+    () =>
+      useModelStore.subscribe((s, before) => {
+        if (s.model.status !== 'open' || (before.model.status === 'open' && before.model.info === s.model.info)) return;
+        const native = s.model.info.unet.sampleSize * s.model.info.vae.downsample;
+        useTrainStore.getState().fitToModel(native);
+        useSamplesStore.getState().fitToModel(native);
+      }),
+    [],
+  );
   return (
     <div className="page">
       <header className="page-header">

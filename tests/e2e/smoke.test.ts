@@ -192,6 +192,20 @@ describe('with WebGPU (SwiftShader)', () => {
     await page.screenshot({ path: shot, fullPage: true });
     console.log(`screenshot: ${shot}`);
   });
+
+  it('opens with the demo model and the shapes demo dataset, as npm start does', async () => {
+    // The page started the demo once the GPU answered (src/ui/demo.ts): a fresh profile, a GPU.
+    await explained('Opening the demo model', page, log, () =>
+      page.getByRole('definition').filter({ hasText: /^demo \(diffusers folder\)/ }).waitFor({ timeout: 120_000 }),
+    );
+    expect(await page.getByLabel('Model details').innerText()).toMatch(/channels 32 \/ 64 \/ 64[\s\S]*native size 64 px/);
+    await page.getByRole('navigation', { name: 'Screens' }).getByRole('button', { name: 'Data', exact: true }).click();
+    await explained('Adding the demo dataset', page, log, () => page.getByText('Shapes (demo)').first().waitFor({ timeout: 120_000 }));
+    await page.screenshot({ path: path.join(shotDir, 'demo-data.png'), fullPage: true });
+    console.log(`screenshot: ${path.join(shotDir, 'demo-data.png')}`);
+    // Everything the demo needs is served with the app: no request failed, nothing was thrown.
+    expect(log.filter((l) => /\[uncaught\]|\[request failed\]/.test(l))).toEqual([]);
+  });
 });
 
 describe('the built app with a judge', () => {

@@ -48,6 +48,8 @@ export interface SamplesStore {
   setForm(patch: Partial<SamplesForm>): void;
   /** Scores the images shown with the open judge, each against its prompt. */
   judgeImages(judge: JudgeInfo): Promise<void>;
+  /** A model was opened: draw at its native size. */
+  fitToModel(nativeSize: number): void;
   refreshRuns(): Promise<void>;
   generate(): Promise<void>;
 }
@@ -91,6 +93,10 @@ export function createSamplesStore(client: () => EngineClient) {
 
     setForm(patch) {
       set({ form: { ...get().form, ...patch } });
+    },
+
+    fitToModel(nativeSize) {
+      set({ form: { ...get().form, width: nativeSize, height: nativeSize } });
     },
 
     async judgeImages(judge) {

@@ -88,9 +88,9 @@ function SettingsCard() {
   const kind = dataset?.kind ?? 'tpo';
   const methods = METHODS_FOR[kind];
   const chooseMethod = (method: TrainMethod) => {
-    // The method's own defaults (β and κ differ), keeping the length of the run and the preview prompts.
+    // The method's own defaults (β and κ differ), keeping the length of the run, its size and the preview prompts.
     const f = useTrainStore.getState().form;
-    setForm({ ...formFor(method), steps: f.steps, previewPrompts: f.previewPrompts });
+    setForm({ ...formFor(method), steps: f.steps, resolution: f.resolution, previewPrompts: f.previewPrompts });
   };
   // Once the dataset is known: a method it cannot train with (the last one used, on other data) gives way.
   useEffect(() => {

@@ -69,8 +69,12 @@ export interface TrainStore {
   runs: RunInfo[];
   view: RunView | null;
   error: EngineError | null;
+  /** The open model's native size in pixels, once one has been opened (the resolution the form follows). */
+  nativeSize: number | null;
   setForm(patch: Partial<TrainForm>): void;
   applyPreset(preset: PresetName): void;
+  /** A model of another native size was opened: train at its size (a 64 px demo model, 512 px SD1.5). */
+  fitToModel(nativeSize: number): void;
   refreshRuns(): Promise<void>;
   openRun(id: string): Promise<void>;
   start(): Promise<void>;
@@ -241,6 +245,7 @@ export function createTrainStore(client: () => EngineClient) {
 
         return {
           form: formFor('tdpo'),
+          nativeSize: null,
           runs: [],
           view: null,
           error: null,
@@ -250,7 +255,14 @@ export function createTrainStore(client: () => EngineClient) {
           },
 
           applyPreset(preset) {
-            set({ form: formFor(get().form.method, preset) });
+            const form = formFor(get().form.method, preset);
+            const native = get().nativeSize;
+            set({ form: native ? { ...form, resolution: Math.min(form.resolution, native) } : form });
+          },
+
+          fitToModel(nativeSize) {
+            if (get().nativeSize === nativeSize) return;
+            set({ nativeSize, form: { ...get().form, resolution: nativeSize } });
           },
 
           async refreshRuns() {
@@ -351,7 +363,7 @@ export function createTrainStore(client: () => EngineClient) {
         };
       },
       // The next run's settings survive a reload; runs and views come from the lab's storage.
-      { name: 'tpo-lab.train-form', partialize: (s) => ({ form: s.form }) },
+      { name: 'tpo-lab.train-form', partialize: (s) => ({ form: s.form, nativeSize: s.nativeSize }) },
     ),
   );
 }
