@@ -200,7 +200,10 @@ describe('with WebGPU (SwiftShader)', () => {
     );
     expect(await page.getByLabel('Model details').innerText()).toMatch(/channels 32 \/ 64 \/ 64[\s\S]*native size 64 px/);
     await page.getByRole('navigation', { name: 'Screens' }).getByRole('button', { name: 'Data', exact: true }).click();
-    await explained('Adding the demo dataset', page, log, () => page.getByText('Shapes (demo)').first().waitFor({ timeout: 120_000 }));
+    // Added, and chosen as the dataset to work on.
+    const dataset = page.getByLabel('Dataset', { exact: true });
+    await explained('Adding the demo dataset', page, log, () => dataset.waitFor({ timeout: 120_000 }));
+    await expect.poll(() => dataset.evaluate((s) => (s as HTMLSelectElement).selectedOptions[0]?.textContent ?? ''), { timeout: 120_000 }).toMatch(/^Shapes \(demo\) \(48 images/);
     await page.screenshot({ path: path.join(shotDir, 'demo-data.png'), fullPage: true });
     console.log(`screenshot: ${path.join(shotDir, 'demo-data.png')}`);
     // Everything the demo needs is served with the app: no request failed, nothing was thrown.
