@@ -86,14 +86,14 @@ function ImportCard() {
           />
         </div>
       </div>
+      <p className="muted">
+        No images at hand? The demo dataset: {DEMO_DATASET_SIZE} captioned images of the shapes world, the demo model&apos;s own (&ldquo;a small
+        red circle on the left of a large blue square, on a white background&rdquo;), made here in the tab.
+      </p>
       <div className="toolbar">
         <button type="button" onClick={() => void useDataStore.getState().importDemo()} disabled={!!importing}>
           Add the demo dataset
         </button>
-        <span className="muted">
-          {DEMO_DATASET_SIZE} captioned images of the shapes world, the demo model's own (&ldquo;a small red circle on the left of a large blue
-          square, on a white background&rdquo;).
-        </span>
       </div>
       {projectImported && (
         <p role="status" className="notice notice-ok">
@@ -148,7 +148,7 @@ function DatasetCard() {
     <section className="card" aria-labelledby="dataset-heading">
       <h2 id="dataset-heading">Your datasets</h2>
       {datasets.length === 0 ? (
-        <p className="muted">No dataset yet: import images above.</p>
+        <p className="muted">No dataset yet: import images above, or add the demo dataset.</p>
       ) : (
         <div className="toolbar">
           <label htmlFor={selectId}>Dataset</label>

@@ -128,25 +128,28 @@ function OpenModel() {
 /** The built-in demo model (public/demo/): one click to open, and whether it opens at start. */
 function DemoModel({ busy }: { busy: boolean }) {
   const [atStart, setAtStart] = useState(demoOpensAtStart);
-  const checkId = useId();
   return (
-    <div className="toolbar demo-model">
-      <button type="button" onClick={() => void openDemoModel()} disabled={busy}>
-        Open the demo model
-      </button>
-      <input
-        id={checkId}
-        type="checkbox"
-        checked={atStart}
-        onChange={(e) => {
-          setDemoOpensAtStart(e.target.checked);
-          setAtStart(e.target.checked);
-        }}
-      />
-      <label htmlFor={checkId}>Open it when the lab starts</label>
-      <span className="muted">
-        A small model of the lab's own shapes world (64 px, a few MB, shipped with the app), to try every step without a model of your own.
-      </span>
+    <div className="demo-model">
+      <p className="muted">
+        No model at hand? The demo model is a small model of the lab&apos;s own shapes world (64 px, a few MB, served with the app): every
+        step works with it, in minutes even without a GPU.
+      </p>
+      <div className="toolbar">
+        <button type="button" onClick={() => void openDemoModel()} disabled={busy}>
+          Open the demo model
+        </button>
+        <label className="checkbox plain">
+          <input
+            type="checkbox"
+            checked={atStart}
+            onChange={(e) => {
+              setDemoOpensAtStart(e.target.checked);
+              setAtStart(e.target.checked);
+            }}
+          />
+          Open it when the lab starts
+        </label>
+      </div>
     </div>
   );
 }
