@@ -39,6 +39,17 @@ export function openDemoModel(): Promise<void> {
   return useModelStore.getState().open({ kind: 'demo' }, 'the demo model');
 }
 
+/** Whether the app's server has the demo model (its model_index.json). */
+async function demoServed(): Promise<boolean> {
+  try {
+    const response = await fetch(`${import.meta.env.BASE_URL}demo/model_index.json`);
+    // A single-page-app fallback answers unknown paths with index.html: that is not the demo.
+    return response.ok && (response.headers.get('content-type') ?? '').includes('json');
+  } catch {
+    return false;
+  }
+}
+
 let started = false;
 
 /** Called once when the page starts; waits for the GPU probe, then sets the demo up as described above. */
@@ -58,8 +69,14 @@ export async function startDemo(): Promise<void> {
   });
   // Without a GPU the lab cannot open a model; the GPU panel says why.
   if (probe !== 'ready') return;
-  if (demoOpensAtStart() && useModelStore.getState().model.status === 'none') await openDemoModel();
-  if (read(DATASET_ADDED_KEY) === null) {
+  const openModel = demoOpensAtStart() && useModelStore.getState().model.status === 'none';
+  const addDataset = read(DATASET_ADDED_KEY) === null;
+  if (!openModel && !addDataset) return;
+  // A checkout where `npm run build:demo` has not run serves no demo: then nothing happens at start (the
+  // Model screen's button says how to build it).
+  if (!(await demoServed())) return;
+  if (openModel) await openDemoModel();
+  if (addDataset) {
     const data = useDataStore.getState();
     await data.refresh();
     if (useDataStore.getState().datasets.length === 0) await data.importDemo();
