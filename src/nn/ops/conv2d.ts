@@ -4,8 +4,8 @@ import source from '../../../shaders/conv2d.wgsl?raw';
 import gemmTileSource from '../../../shaders/gemm-tile.wgsl?raw';
 import { u32, type Gpu } from '../../gpu/gpu';
 import { Tensor } from '../tensor';
-import { family, kernel } from './kernels';
-import { gemmPlan, tileConstants, tileGrid } from './matmul';
+import { family, foldGrid, kernel } from './kernels';
+import { gemmPlan, tileConstants } from './matmul';
 import { sumBroadcast } from './reduce';
 
 const fam = family('conv2d', gemmTileSource, source);
@@ -81,7 +81,7 @@ function run(gpu: Gpu, entry: string, g: Geometry, gemmM: number, gemmN: number,
       u32(tilesN),
       u32(tilesM),
     ],
-    workgroups: tileGrid(tilesN * tilesM * batches),
+    workgroups: foldGrid(tilesN * tilesM * batches),
     buffers,
   });
 }

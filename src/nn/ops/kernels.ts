@@ -19,10 +19,18 @@ export function kernel(
   return gpu.kernel({ name: fam.name, code: fam.code, entryPoint, ...options });
 }
 
-/** Workgroups for `n` elements at 256 per workgroup, spread over two grid dimensions. */
-export function grid1d(n: number): [number, number] {
-  const groups = Math.ceil(n / 256);
-  if (groups <= 65535) return [Math.max(groups, 1), 1];
+/**
+ * `count` workgroups over a 2-D grid, since one grid dimension holds at most 65535: the kernels number them
+ * y * nwg.x + x and skip the spare ones of the last row.
+ */
+export function foldGrid(count: number): [number, number] {
+  if (count <= 65535) return [count, 1]; // 0: nothing to do, and dispatch() records nothing
   const x = 32768;
-  return [x, Math.ceil(groups / x)];
+  if (count > x * 65535) throw new Error(`${count} workgroups exceed one dispatch's ${x} x 65535`);
+  return [x, Math.ceil(count / x)];
+}
+
+/** Workgroups for `n` elements (threads) at `perGroup` per workgroup, folded as foldGrid does. */
+export function grid1d(n: number, perGroup = 256): [number, number] {
+  return foldGrid(Math.ceil(n / perGroup));
 }

@@ -4,8 +4,7 @@
 import source from '../../../shaders/layout.wgsl?raw';
 import { u32 } from '../../gpu/gpu';
 import { numel, Tensor } from '../tensor';
-import { family, kernel } from './kernels';
-import { tileGrid } from './matmul';
+import { family, foldGrid, kernel } from './kernels';
 
 const fam = family('layout', source);
 const T = 16;
@@ -22,7 +21,7 @@ export function transpose(x: Tensor): Tensor {
   x.gpu.dispatch(kernel(x.gpu, fam, 'transpose'), {
     params: [u32(rows), u32(cols), u32(tilesC), u32(tilesR), u32(batch)],
     buffers: [x.buffer, y.buffer],
-    workgroups: tileGrid(tilesC * tilesR * batch),
+    workgroups: foldGrid(tilesC * tilesR * batch),
   });
   return y;
 }

@@ -6,7 +6,7 @@ import source from '../../../shaders/matmul.wgsl?raw';
 import gemmTileSource from '../../../shaders/gemm-tile.wgsl?raw';
 import { f32, u32, type Gpu } from '../../gpu/gpu';
 import { numel, Tensor } from '../tensor';
-import { family, kernel } from './kernels';
+import { family, foldGrid, kernel } from './kernels';
 import { sumBroadcast } from './reduce';
 
 const fam = family('matmul', gemmTileSource, source);
@@ -51,17 +51,6 @@ export function gemmPlan(m: number, n: number, k: number): GemmPlan {
 /** The pipeline constant that selects a tile shape (the SIDE override of gemm-tile.wgsl). */
 export function tileConstants(t: GemmTile): Record<string, number> {
   return { SIDE: t.side };
-}
-
-/**
- * `count` workgroups (one per output tile) over a 2-D grid, since one grid dimension holds at most
- * 65535; the kernels number them y * nwg.x + x and skip the spare ones.
- */
-export function tileGrid(count: number): [number, number] {
-  if (count <= 65535) return [count, 1];
-  const x = 32768;
-  if (count > x * 65535) throw new Error(`${count} output tiles exceed one dispatch's ${x} x 65535 workgroups`);
-  return [x, Math.ceil(count / x)];
 }
 
 /** One call of the kernel, in its own terms (shapes already resolved and checked). */
@@ -111,7 +100,7 @@ function gemm(gpu: Gpu, a: Tensor, b: Tensor, c: Tensor, g: Gemm): void {
     ],
     // Without a bias the binding still needs a buffer; A stands in (read-only, so the alias is allowed).
     buffers: [a.buffer, b.buffer, c.buffer, (g.bias ?? a).buffer],
-    workgroups: tileGrid(tilesN * tilesM * g.batches),
+    workgroups: foldGrid(tilesN * tilesM * g.batches),
   });
 }
 

@@ -3,7 +3,7 @@
 import source from '../../../shaders/norm.wgsl?raw';
 import { f32, u32 } from '../../gpu/gpu';
 import { numel, Tensor } from '../tensor';
-import { family, kernel } from './kernels';
+import { family, foldGrid, kernel } from './kernels';
 
 const fam = family('norm', source);
 
@@ -53,10 +53,6 @@ export function normWorkgroupSize(count: number): number {
   return wg;
 }
 
-function perWorkgroup(count: number): [number, number] {
-  return count <= 65535 ? [count, 1] : [32768, Math.ceil(count / 32768)];
-}
-
 function normForward(x: Tensor, gamma: Tensor, beta: Tensor, layout: NormLayout): { y: Tensor; saved: NormSaved } {
   if (gamma.size !== layout.channels || beta.size !== layout.channels) {
     throw new Error(`norm: expected ${layout.channels} scale and bias values, got ${gamma.size} and ${beta.size}`);
@@ -67,7 +63,7 @@ function normForward(x: Tensor, gamma: Tensor, beta: Tensor, layout: NormLayout)
   gpu.dispatch(kernel(gpu, fam, 'norm_forward', { constants: { NORM_WG: normWorkgroupSize(layout.segLen) } }), {
     params: params(layout),
     buffers: [x.buffer, gamma.buffer, beta.buffer, y.buffer, stats.buffer],
-    workgroups: perWorkgroup(layout.segments),
+    workgroups: foldGrid(layout.segments),
   });
   return { y, saved: { x, stats, layout } };
 }
@@ -97,7 +93,7 @@ export function normBackward(
     gpu.dispatch(kernel(gpu, fam, 'norm_backward_input', { constants: { NORM_WG: normWorkgroupSize(layout.segLen) } }), {
       params: params(layout),
       buffers: [x.buffer, gamma.buffer, stats.buffer, dy.buffer, out.dx.buffer],
-      workgroups: perWorkgroup(layout.segments),
+      workgroups: foldGrid(layout.segments),
     });
   }
   if (need.affine) {
@@ -108,7 +104,7 @@ export function normBackward(
     }), {
       params: params(layout),
       buffers: [x.buffer, stats.buffer, dy.buffer, out.dgamma.buffer, out.dbeta.buffer],
-      workgroups: perWorkgroup(layout.channels),
+      workgroups: foldGrid(layout.channels),
     });
   }
   return out;

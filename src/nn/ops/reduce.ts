@@ -34,7 +34,7 @@ export function sumBroadcast(dy: Tensor, outShape: readonly number[], inner: num
   const chunks = Math.min(MAX_CHUNKS, Math.max(1, Math.ceil(count / TERMS_PER_THREAD)));
   const per = Math.ceil(count / chunks);
   const out = Tensor.empty(gpu, chunks === 1 ? outShape : [chunks, size]);
-  const [x, y] = grid64(size);
+  const [x, y] = grid1d(size, 64);
   gpu.dispatch(kernel(gpu, fam, 'sum_broadcast', { constants: { MUL_A: a ? 1 : 0 } }), {
     params: params(outer, size, inner, 1, per),
     // Without `a` the binding still needs a buffer; dy stands in and is never read through it.
@@ -45,13 +45,6 @@ export function sumBroadcast(dy: Tensor, outShape: readonly number[], inner: num
   const total = sumBroadcast(out, outShape, 1);
   out.release();
   return total;
-}
-
-/** Workgroups of 64 threads for `n` threads, spread over two grid dimensions. */
-function grid64(n: number): [number, number] {
-  const groups = Math.ceil(n / 64);
-  if (groups <= 65535) return [groups, 1];
-  return [32768, Math.ceil(groups / 32768)];
 }
 
 /** Sum of every element: a tensor of shape [1]. */

@@ -6,7 +6,7 @@ import source from '../../../shaders/softmax.wgsl?raw';
 import workgroupReduce from '../../../shaders/workgroup-reduce.wgsl?raw';
 import { u32, type Gpu } from '../../gpu/gpu';
 import { assertShape, Tensor } from '../tensor';
-import { family, kernel } from './kernels';
+import { family, foldGrid, kernel } from './kernels';
 
 const fam = family('softmax', workgroupReduce, source);
 
@@ -17,12 +17,8 @@ function rowsOf(what: string, t: Tensor): [number, number] {
   return [t.size / len, len];
 }
 
-function perRow(rows: number): [number, number] {
-  return rows <= 65535 ? [rows, 1] : [32768, Math.ceil(rows / 32768)];
-}
-
 function run(gpu: Gpu, entry: string, rows: number, len: number, buffers: GPUBuffer[]) {
-  gpu.dispatch(kernel(gpu, fam, entry), { params: [u32(rows), u32(len)], buffers, workgroups: perRow(rows) });
+  gpu.dispatch(kernel(gpu, fam, entry), { params: [u32(rows), u32(len)], buffers, workgroups: foldGrid(rows) });
 }
 
 /** y = softmax(x) along the last dimension. */
