@@ -3,7 +3,7 @@
 //
 //   tokenizer/      CLIP BPE files whose merges make each shapes-world word one token (tokenizer-files.ts)
 //   text_encoder/   a CLIPTextModel fixed from the seed (not trained: see TEXT ENCODER below)
-//   vae/            an AutoencoderKL (/8: 64 px -> 8x8x4 latents) trained by VaeTrainer on shapes images
+//   vae/            an AutoencoderKL (/4: 64 px -> 16x16x4 latents) constructed, not trained (vae-weights.ts)
 //   unet/           a UNet2DConditionModel trained from the seed by Trainer ('all' weights, denoising loss)
 //                   on the VAE latents and text states of shapes images and their captions
 //   scheduler/, model_index.json   SD1.5's
@@ -28,17 +28,17 @@ import { ModelWeights } from '../models/model-weights';
 import { SD15_SCHEDULER_FILE } from '../models/sd15-configs';
 import { ClipTokenizer } from '../models/tokenizer';
 import { UNet, unetParams, type UNetConfig } from '../models/unet';
-import { AutoencoderKL, loadVae, type VaeConfig, vaeConfig, vaeEncode, vaeParamShapes } from '../models/vae';
+import { AutoencoderKL, loadVae, type VaeConfig, vaeConfig, vaeDecode, vaeEncode, vaeParamShapes } from '../models/vae';
 import { browserModelFiles, encodeStateDict, type ModelFiles } from '../models/weights';
 import { Tensor } from '../nn/tensor';
 import { loadWeightsCheckpoint, resumeCheck, saveWeightsCheckpoint, WEIGHTS_CHECKPOINT_FILES, type WeightsCheckpointFiles } from '../tpo/checkpoint';
 import type { TrainExample } from '../tpo/examples';
 import { MemoryFeatureStore, prepareFeatures } from '../tpo/features';
 import { defaultTrainConfig, Trainer, type TrainConfig } from '../tpo/trainer';
-import { defaultVaeTrainConfig, loadVaeCheckpoint, saveVaeCheckpoint, VAE_CHECKPOINT_FILES, type VaeCheckpointFiles, type VaeTrainConfig, VaeTrainer } from '../tpo/vae-trainer';
 import { initWeights } from './init';
 import { SHAPES_IMAGE_SIZE, shapesDataset } from './shapes';
 import { demoTokenizerFiles, mergesText } from './tokenizer-files';
+import { constructedVaeWeights } from './vae-weights';
 
 /** The diffusers version the configs name: the one whose files the lab's goldens were written by. */
 const DIFFUSERS_VERSION = '0.27.2';
@@ -48,8 +48,10 @@ export interface DemoSettings {
   /** Training images (the shapes world's train split, items 0 .. images-1). */
   images: number;
   text: { hidden: number; layers: number; heads: number; intermediate: number };
-  vae: { channels: number[]; layersPerBlock: number; groups: number; steps: number; batch: number; lr: number; klWeight: number };
-  unet: { channels: number[]; layersPerBlock: number; groups: number; heads: number; steps: number; batch: number; lr: number };
+  /** The constructed VAE's architecture (vae-weights.ts: equal channels, one norm group). */
+  vae: { channels: number[]; layersPerBlock: number; groups: number };
+  /** `crossAttention`: per level, whether its blocks hold a Transformer2DModel (SD1.5: every level but the deepest). */
+  unet: { channels: number[]; crossAttention: boolean[]; layersPerBlock: number; groups: number; heads: number; steps: number; batch: number; lr: number };
   /** Steps between checkpoints of each training run (and at its end). */
   checkpointEvery: number;
   /** Storage of the written weights: F16 halves the folder. */
@@ -60,27 +62,28 @@ export interface DemoSettings {
  * The settings of a build. `quick`: the smallest networks, 4 images and a step or two of each training, to test the
  * whole path in seconds (the model draws nothing useful). The others are the full build's.
  */
-export function demoSettings(options: { quick?: boolean; seed?: number; images?: number; vaeSteps?: number; unetSteps?: number; checkpointEvery?: number } = {}): DemoSettings {
+export function demoSettings(options: { quick?: boolean; seed?: number; images?: number; unetSteps?: number; checkpointEvery?: number } = {}): DemoSettings {
   const base: DemoSettings = options.quick
     ? {
         seed: 0,
         images: 4,
         text: { hidden: 16, layers: 1, heads: 2, intermediate: 32 },
-        vae: { channels: [8, 8, 8, 8], layersPerBlock: 1, groups: 4, steps: 1, batch: 1, lr: 1e-3, klWeight: 1e-4 },
-        unet: { channels: [8, 16], layersPerBlock: 1, groups: 4, heads: 2, steps: 2, batch: 1, lr: 1e-3 },
+        vae: { channels: [8, 8, 8], layersPerBlock: 1, groups: 1 },
+        unet: { channels: [8, 16], crossAttention: [true, false], layersPerBlock: 1, groups: 4, heads: 2, steps: 2, batch: 1, lr: 1e-3 },
         checkpointEvery: 1,
         dtype: 'F16',
       }
-    : // Provisional, sized to the two-hour CPU budget from step times measured on SwiftShader with the
-      // machine shared (10 to 18 s per image-step for this VAE, 2.5 to 4 s per row-step for this UNet, at a
-      // load of 7 to 9 on 2 cores; taken as ~4x faster unshared): ~600 VAE image-steps, ~6400 UNet row-steps.
-      // Whether that is enough for the UNet to draw shapes is not measured yet.
+    : // Sized to about 70 minutes on a 2-core machine without a GPU (SwiftShader), from times measured there:
+      // about 1 s per image to prepare its latent and text states, 0.8 s per UNet row-step at 16 x 16 latents
+      // (6.4 s per step of 8). Cross-attention only at the 8 x 8 level: at 16 x 16 it cost more than the
+      // rest of the step. A network of 16 / 32 / 32 channels takes 2.5x less per row than 32 / 64 / 64, so
+      // the same time buys 2.5x the steps.
       {
         seed: 0,
-        images: 1024,
+        images: 256,
         text: { hidden: 64, layers: 2, heads: 2, intermediate: 256 },
-        vae: { channels: [16, 32, 32, 32], layersPerBlock: 1, groups: 8, steps: 150, batch: 4, lr: 1e-3, klWeight: 1e-4 },
-        unet: { channels: [32, 64, 64], layersPerBlock: 1, groups: 8, heads: 2, steps: 400, batch: 16, lr: 1e-3 },
+        vae: { channels: [8, 8, 8], layersPerBlock: 1, groups: 1 },
+        unet: { channels: [16, 32, 32], crossAttention: [false, true, false], layersPerBlock: 1, groups: 8, heads: 2, steps: 600, batch: 8, lr: 1e-3 },
         checkpointEvery: 25,
         dtype: 'F16',
       };
@@ -89,7 +92,6 @@ export function demoSettings(options: { quick?: boolean; seed?: number; images?:
     seed: options.seed ?? base.seed,
     images: options.images ?? base.images,
     checkpointEvery: options.checkpointEvery ?? base.checkpointEvery,
-    vae: { ...base.vae, steps: options.vaeSteps ?? base.vae.steps },
     unet: { ...base.unet, steps: options.unetSteps ?? base.unet.steps },
   };
 }
@@ -107,7 +109,7 @@ export interface DemoBuildResult {
   times: Record<string, number>;
   /** Bytes per written file. */
   files: Record<string, number>;
-  vae: { reconstruction: number; kl: number; scalingFactor: number };
+  vae: { reconstruction: number; scalingFactor: number };
   unet: { loss: number; meanStepSeconds: number };
 }
 
@@ -157,7 +159,6 @@ export function demoVaeConfig(s: DemoSettings, scalingFactor: number): VaeConfig
 }
 
 export function demoUNetConfig(s: DemoSettings): UNetConfig & Record<string, unknown> {
-  const n = s.unet.channels.length;
   const vaeFactor = 2 ** (s.vae.channels.length - 1);
   return {
     _class_name: 'UNet2DConditionModel',
@@ -167,10 +168,9 @@ export function demoUNetConfig(s: DemoSettings): UNetConfig & Record<string, unk
     out_channels: 4,
     flip_sin_to_cos: true,
     freq_shift: 0,
-    // SD1.5's pattern: cross-attention in every block but the deepest.
-    down_block_types: [...Array(n - 1).fill('CrossAttnDownBlock2D'), 'DownBlock2D'],
+    down_block_types: s.unet.crossAttention.map((a) => (a ? 'CrossAttnDownBlock2D' : 'DownBlock2D')),
     mid_block_type: 'UNetMidBlock2DCrossAttn',
-    up_block_types: ['UpBlock2D', ...Array(n - 1).fill('CrossAttnUpBlock2D')],
+    up_block_types: [...s.unet.crossAttention].reverse().map((a) => (a ? 'CrossAttnUpBlock2D' : 'UpBlock2D')),
     block_out_channels: s.unet.channels,
     layers_per_block: s.unet.layersPerBlock,
     downsample_padding: 1,
@@ -255,46 +255,22 @@ export async function buildDemo(gpu: Gpu, settings: DemoSettings, storage: DemoB
   const items = shapesDataset({ seed: s.seed, count: s.images, split: 'train' });
 
   // (c) VAE
-  let vaeReport = { reconstruction: NaN, kl: NaN, scalingFactor: NaN };
+  let vaeReport = { reconstruction: NaN, scalingFactor: NaN };
   const vae = await stage('vae', async () => {
-    // Trained with scaling_factor 1: the factor only scales the latents the UNet sees, and is measured after.
+    // Constructed with scaling_factor 1: the factor only scales the latents the UNet sees, and is measured after.
     const architecture = vaeConfig(demoVaeConfig(s, 1));
-    const trainVae = new AutoencoderKL(architecture, new ModelWeights('vae', initWeights(gpu, s.seed, 'vae', vaeParamShapes(architecture))));
-    const config: VaeTrainConfig = { ...defaultVaeTrainConfig(), steps: s.vae.steps, batchSize: s.vae.batch, lr: s.vae.lr, klWeight: s.vae.klWeight, seed: s.seed };
-    const pixels = items.map((it) => imageToCHW(it.image));
-    const saved = await readCheckpoint(storage, 'vae', VAE_CHECKPOINT_FILES);
-    let trainer: VaeTrainer;
-    if (saved) {
-      const { saved: state, moments } = await loadVaeCheckpoint(gpu, trainVae, saved);
-      sameRun('VAE', state.config, config);
-      trainer = new VaeTrainer(gpu, trainVae, pixels, [3, SHAPES_IMAGE_SIZE, SHAPES_IMAGE_SIZE], config, state.state, moments);
-      log(`vae: resumed at step ${trainer.state.step} of ${config.steps}`);
-    } else {
-      trainer = new VaeTrainer(gpu, trainVae, pixels, [3, SHAPES_IMAGE_SIZE, SHAPES_IMAGE_SIZE], config);
-    }
-    try {
-      let started = performance.now();
-      while (!trainer.done) {
-        const r = await trainer.step();
-        vaeReport = { ...vaeReport, reconstruction: r.reconstruction, kl: r.kl };
-        if (r.step % s.checkpointEvery === 0 || trainer.done) {
-          await writeCheckpoint(storage, 'vae', await saveVaeCheckpoint(trainer));
-          const per = (performance.now() - started) / 1000 / Math.min(s.checkpointEvery, r.step);
-          started = performance.now();
-          log(`vae: step ${r.step}/${config.steps} reconstruction ${r.reconstruction.toFixed(4)} kl ${r.kl.toFixed(3)} (${per.toFixed(2)} s/step)`);
-        }
-      }
-    } finally {
-      trainer.release();
-    }
+    const shapes = vaeParamShapes(architecture);
+    const weights = new Map<string, Tensor>();
+    for (const [name, values] of constructedVaeWeights(architecture)) weights.set(name, Tensor.from(gpu, values, shapes.get(name)!));
+    const built = new AutoencoderKL(architecture, new ModelWeights('vae', weights));
     // SD's convention: latents times scaling_factor have unit variance. Measured on the latent means of
-    // the first 64 training images, as the factor 0.18215 was measured for SD's own VAE.
-    const scalingFactor = 1 / (await latentStd(trainVae, pixels.slice(0, 64)));
-    vaeReport.scalingFactor = scalingFactor;
-    await write('vae/config.json', json(demoVaeConfig(s, Number(scalingFactor.toPrecision(6)))));
-    await write('vae/diffusion_pytorch_model.safetensors', await encodeStateDict(trainVae.weights.tensors, s.dtype));
-    trainVae.release();
-    log(`vae: scaling_factor ${scalingFactor.toPrecision(6)}`);
+    // the first images, as the factor 0.18215 was measured for SD's own VAE.
+    const stats = await vaeStats(built, items.slice(0, 32).map((it) => imageToCHW(it.image)));
+    vaeReport = { reconstruction: stats.reconstruction, scalingFactor: 1 / stats.latentStd };
+    await write('vae/config.json', json(demoVaeConfig(s, Number(vaeReport.scalingFactor.toPrecision(6)))));
+    await write('vae/diffusion_pytorch_model.safetensors', await encodeStateDict(built.weights.tensors, s.dtype));
+    built.release();
+    log(`vae: reconstruction MSE ${stats.reconstruction.toFixed(4)}, scaling_factor ${vaeReport.scalingFactor.toPrecision(6)}`);
     return loadVae(gpu, folder());
   });
 
@@ -380,15 +356,21 @@ export async function buildDemo(gpu: Gpu, settings: DemoSettings, storage: DemoB
   return result;
 }
 
-/** The standard deviation of the VAE's latent means over `images` (each [3, H, W]). */
-async function latentStd(vae: AutoencoderKL, images: readonly Float32Array[]): Promise<number> {
+/**
+ * The standard deviation of the VAE's latent means over `images` (each [3, H, W]), and the mean squared error
+ * of decoding those means (pixels in [-1, 1]).
+ */
+async function vaeStats(vae: AutoencoderKL, images: readonly Float32Array[]): Promise<{ latentStd: number; reconstruction: number }> {
   let sum = 0;
   let sumSq = 0;
   let n = 0;
+  let squaredError = 0;
+  const side = SHAPES_IMAGE_SIZE;
   for (const pixels of images) {
-    const image = Tensor.from(vae.gpu, pixels, [1, 3, SHAPES_IMAGE_SIZE, SHAPES_IMAGE_SIZE]);
+    const image = Tensor.from(vae.gpu, pixels, [1, 3, side, side]);
     const moments = vaeEncode(vae, image);
     image.release();
+    const [, channels, h, w] = moments.shape;
     const m = await moments.read();
     moments.release();
     const mean = m.subarray(0, m.length / 2);
@@ -397,9 +379,15 @@ async function latentStd(vae: AutoencoderKL, images: readonly Float32Array[]): P
       sumSq += v * v;
     }
     n += mean.length;
+    const latent = Tensor.from(vae.gpu, mean, [1, channels / 2, h, w]);
+    const decoded = vaeDecode(vae, latent);
+    latent.release();
+    const y = await decoded.read();
+    decoded.release();
+    for (let i = 0; i < y.length; i++) squaredError += (y[i] - pixels[i]) ** 2 / y.length;
   }
   const variance = sumSq / n - (sum / n) ** 2;
-  return Math.sqrt(Math.max(variance, 1e-12));
+  return { latentStd: Math.sqrt(Math.max(variance, 1e-12)), reconstruction: squaredError / images.length };
 }
 
 /** A checkpoint resumes only the run it belongs to: the same settings, apart from the number of steps. */
@@ -420,7 +408,7 @@ async function readCheckpoint<K extends string>(storage: DemoBuildStorage, run: 
   return out;
 }
 
-async function writeCheckpoint(storage: DemoBuildStorage, run: string, files: VaeCheckpointFiles | WeightsCheckpointFiles): Promise<void> {
+async function writeCheckpoint(storage: DemoBuildStorage, run: string, files: WeightsCheckpointFiles): Promise<void> {
   // state.json last: a checkpoint whose state.json is there was written whole.
   const entries = Object.entries(files).sort(([a], [b]) => Number(a === 'state.json') - Number(b === 'state.json'));
   for (const [name, bytes] of entries) await storage.writeWork(`${run}/${name}`, bytes);
@@ -442,7 +430,9 @@ The same settings and seed give the same files.
 - text_encoder/: a CLIPTextModel (${s.text.layers} layers, width ${s.text.hidden}, ${s.text.heads} heads) **fixed from the seed,
   not trained**: a random CLIP still gives different captions different states, which is all the UNet's
   cross-attention needs, and training it would need text-encoder gradients the engine does not have.
-- vae/: an AutoencoderKL (channels ${s.vae.channels.join(', ')}; 64 px to 8x8x4 latents) trained on the images.
+- vae/: an AutoencoderKL (channels ${s.vae.channels.join(', ')}; 64 px to ${64 / 2 ** (s.vae.channels.length - 1)}x${64 / 2 ** (s.vae.channels.length - 1)}x4 latents) **constructed, not trained**
+  (src/demo/vae-weights.ts): its encoder averages each patch's colour into the latent, its decoder paints
+  the patch back; training this VAE on a CPU did not get past the mean image within the build's budget.
 - unet/: a UNet2DConditionModel (channels ${s.unet.channels.join(', ')}, ${s.unet.layersPerBlock} layer per block, ${s.unet.heads} heads) trained
   from the seed on the denoising loss of every weight.
 
@@ -452,7 +442,6 @@ The same settings and seed give the same files.
 |---|---|
 | seed | ${s.seed} |
 | training images | ${s.images} (shapes train split, 64 px) |
-| VAE training | ${s.vae.steps} steps, batch ${s.vae.batch}, lr ${s.vae.lr}, KL weight ${s.vae.klWeight} |
 | UNet training | ${s.unet.steps} steps, batch ${s.unet.batch}, lr ${s.unet.lr}, AdamW, grad-norm clip 1 |
 | weights stored as | ${s.dtype} |
 
@@ -462,7 +451,7 @@ The same settings and seed give the same files.
 |---|---|
 | tokenizer | ${time('tokenizer')} |
 | text encoder | ${time('text encoder')} |
-| VAE | ${time('vae')} (last reconstruction MSE ${r.vae.reconstruction.toFixed(4)}, KL ${r.vae.kl.toFixed(3)}; scaling_factor ${r.vae.scalingFactor.toPrecision(6)}) |
+| VAE | ${time('vae')} (reconstruction MSE ${r.vae.reconstruction.toFixed(4)} on the first 32 images, pixels in [-1, 1]; scaling_factor ${r.vae.scalingFactor.toPrecision(6)}) |
 | UNet | ${time('unet')} (last loss ${r.unet.loss.toFixed(4)}; ${r.unet.meanStepSeconds.toFixed(2)} s per step) |
 | total | ${time('total')} |
 
