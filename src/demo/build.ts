@@ -77,7 +77,8 @@ export function demoSettings(options: { quick?: boolean; seed?: number; images?:
       // about 1 s per image to prepare its latent and text states, 0.8 s per UNet row-step at 16 x 16 latents
       // (6.4 s per step of 8). Cross-attention only at the 8 x 8 level: at 16 x 16 it cost more than the
       // rest of the step. A network of 16 / 32 / 32 channels takes 2.5x less per row than 32 / 64 / 64, so
-      // the same time buys 2.5x the steps.
+      // the same time buys 2.5x the steps. Built once at these settings (75 min): the UNet denoises noised
+      // training latents but does not yet draw from pure noise (README, "Not yet: a demo model that draws").
       {
         seed: 0,
         images: 256,
