@@ -208,6 +208,8 @@ describe('with WebGPU (SwiftShader)', () => {
       page.getByRole('definition').filter({ hasText: /^demo \(diffusers folder\)/ }).waitFor({ timeout: 120_000 }),
     );
     expect(await page.getByLabel('Model details').innerText()).toMatch(/native size 64 px/);
+    // The Model screen's demo button, under the name the issue fixes for it.
+    await expect.poll(() => page.getByRole('button', { name: 'Load demo', exact: true }).isVisible()).toBe(true);
     await page.getByRole('navigation', { name: 'Screens' }).getByRole('button', { name: 'Data', exact: true }).click();
     // Added, and chosen as the dataset to work on.
     const dataset = page.getByLabel('Dataset', { exact: true });

@@ -136,7 +136,7 @@ function DemoModel({ busy }: { busy: boolean }) {
       </p>
       <div className="toolbar">
         <button type="button" onClick={() => void openDemoModel()} disabled={busy}>
-          Open the demo model
+          Load demo
         </button>
         <label className="checkbox plain">
           <input
