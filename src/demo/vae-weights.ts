@@ -79,11 +79,11 @@ export function constructedVaeWeights(config: VaeConfig): Map<string, Float32Arr
   for (const [name] of shapes) if (/norm[^.]*\.weight$/.test(name)) get(name).fill(1);
 
   // Spread colours into the paired layout, with the constant pair from the bias.
-  const spread = (name: string, sign: number) => {
+  const spread = (name: string) => {
     const k = centre(name);
     for (const c of COLOUR) {
-      tap(name, COLOUR[c], c, k, k, sign);
-      tap(name, NEGATIVE[c], c, k, k, -sign);
+      tap(name, COLOUR[c], c, k, k, 1);
+      tap(name, NEGATIVE[c], c, k, k, -1);
     }
     get(`${name}.bias`)[PLUS] = LARGE;
     get(`${name}.bias`)[MINUS] = -LARGE;
@@ -95,12 +95,14 @@ export function constructedVaeWeights(config: VaeConfig): Map<string, Float32Arr
     get(`${name}.weight`).fill(sigma);
     get(`${name}.bias`).fill(SHIFT);
   };
-  // Reads colour c back from the SiLU outputs of its pair, SiLU's even part cancelled.
-  const gather = (name: string, out: number, c: number, scale: number) => {
+  // Reads each colour back from the SiLU outputs of its pair into the output channel of its index, SiLU's even part cancelled.
+  const gather = (name: string) => {
     const k = centre(name);
-    const w = scale / (2 * siluSlope(SHIFT));
-    tap(name, out, COLOUR[c], k, k, w);
-    tap(name, out, NEGATIVE[c], k, k, -w);
+    const w = 1 / (2 * siluSlope(SHIFT));
+    for (const c of COLOUR) {
+      tap(name, c, COLOUR[c], k, k, w);
+      tap(name, c, NEGATIVE[c], k, k, -w);
+    }
   };
   const identity = (name: string) => {
     const k = centre(name);
@@ -110,19 +112,19 @@ export function constructedVaeWeights(config: VaeConfig): Map<string, Float32Arr
   const last = config.block_out_channels.length - 1;
 
   // Encoder: conv_in spreads the pixel's colour; each downsampler averages 2 x 2; conv_out gathers the mean.
-  spread('encoder.conv_in', 1);
+  spread('encoder.conv_in');
   for (let i = 0; i < last; i++) {
     const name = `encoder.down_blocks.${i}.downsamplers.0.conv`;
     for (let c = 0; c < channels; c++) for (const [ky, kx] of [[0, 0], [0, 1], [1, 0], [1, 1]]) tap(name, c, c, ky, kx, 0.25);
   }
   lastNorm('encoder.conv_norm_out');
-  for (const c of COLOUR) gather('encoder.conv_out', c, c, 1);
+  gather('encoder.conv_out');
   get('encoder.conv_out.bias').fill(LOGVAR, latent);
   if (config.use_quant_conv) identity('quant_conv');
   if (config.use_post_quant_conv) identity('post_quant_conv');
 
   // Decoder: conv_in spreads the latent's colour; upsamplers copy, the last one blurs; conv_out gathers.
-  spread('decoder.conv_in', 1);
+  spread('decoder.conv_in');
   for (let i = 0; i < last; i++) {
     const name = `decoder.up_blocks.${i}.upsamplers.0.conv`;
     if (i < last - 1) {
@@ -133,6 +135,6 @@ export function constructedVaeWeights(config: VaeConfig): Map<string, Float32Arr
     for (let c = 0; c < channels; c++) for (let ky = 0; ky < 3; ky++) for (let kx = 0; kx < 3; kx++) tap(name, c, c, ky, kx, (blur[ky] * blur[kx]) / 16);
   }
   lastNorm('decoder.conv_norm_out');
-  for (const c of COLOUR) gather('decoder.conv_out', c, c, 1);
+  gather('decoder.conv_out');
   return weights;
 }

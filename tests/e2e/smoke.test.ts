@@ -210,6 +210,11 @@ describe('with WebGPU (SwiftShader)', () => {
     expect(await page.getByLabel('Model details').innerText()).toMatch(/native size 64 px/);
     // The Model screen's demo button, under the name the issue fixes for it.
     await expect.poll(() => page.getByRole('button', { name: 'Load demo', exact: true }).isVisible()).toBe(true);
+    for (const scheme of ['light', 'dark'] as const) {
+      await page.emulateMedia({ colorScheme: scheme });
+      await page.screenshot({ path: path.join(shotDir, `demo-model-${scheme}.png`), fullPage: true });
+    }
+    await page.emulateMedia({ colorScheme: 'light' });
     await page.getByRole('navigation', { name: 'Screens' }).getByRole('button', { name: 'Data', exact: true }).click();
     // Added, and chosen as the dataset to work on.
     const dataset = page.getByLabel('Dataset', { exact: true });
