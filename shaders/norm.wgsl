@@ -182,3 +182,124 @@ fn norm_backward_affine(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroup
     ba_dbeta[c] = sums.y;
   }
 }
+
+// ---- The same three kernels for a CPU adapter (SwiftShader), `_serial`: one thread per segment (or per
+//      parameter, for the affine backward), so no workgroup memory and no barriers, which on a CPU driver
+//      cost far more than the arithmetic of these small tensors; and, walking a segment parameter by
+//      parameter (`span` = inner elements each), no division per element. Same bindings and results, up to
+//      the order of the sums. ----
+const SERIAL_WG: u32 = 64u;
+
+// A long float32 sum kept in blocks of SUM_BLOCK terms, each block's total then added to the running sum:
+// rounding grows with the number of additions each value goes through, so this keeps a serial sum over a
+// segment of thousands of elements about as exact as the workgroup kernels' tree.
+const SUM_BLOCK: u32 = 64u;
+struct BlockedSum {
+  total: vec2f,
+  block: vec2f,
+  count: u32,
+}
+
+fn blocked_add(acc: ptr<function, BlockedSum>, v: vec2f) {
+  (*acc).block = (*acc).block + v;
+  (*acc).count = (*acc).count + 1u;
+  if ((*acc).count == SUM_BLOCK) {
+    (*acc).total = (*acc).total + (*acc).block;
+    (*acc).block = vec2f(0.0);
+    (*acc).count = 0u;
+  }
+}
+
+fn blocked_total(acc: BlockedSum) -> vec2f {
+  return acc.total + acc.block;
+}
+
+fn serial_index(wg: vec3u, nwg: vec3u, lid: u32) -> u32 {
+  return (wg.y * nwg.x + wg.x) * SERIAL_WG + lid;
+}
+
+@compute @workgroup_size(SERIAL_WG)
+fn norm_forward_serial(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                       @builtin(local_invocation_index) lid: u32) {
+  let s = serial_index(wg, nwg, lid);
+  if (s >= p.segments) { return; }
+  let base = s * p.seg_len;
+  // Sums relative to the first element, as the tiled kernel's threads do (no cancellation).
+  let shift = fw_x[base];
+  var sums = BlockedSum(vec2f(0.0), vec2f(0.0), 0u);
+  for (var e = 0u; e < p.seg_len; e = e + 1u) {
+    let d = fw_x[base + e] - shift;
+    blocked_add(&sums, vec2f(d, d * d));
+  }
+  let s1 = blocked_total(sums).x;
+  let s2 = blocked_total(sums).y;
+  let n = f32(p.seg_len);
+  let mean = shift + s1 / n;
+  let rstd = inverseSqrt(max(s2 - s1 * s1 / n, 0.0) / n + p.eps);
+  let c0 = param_index(s, 0u);
+  var e = base;
+  for (var c = c0; c < c0 + p.seg_len / p.inner; c = c + 1u) {
+    let scale = rstd * fw_gamma[c];
+    let beta = fw_beta[c];
+    for (var k = 0u; k < p.inner; k = k + 1u) {
+      fw_y[e] = (fw_x[e] - mean) * scale + beta;
+      e = e + 1u;
+    }
+  }
+  fw_stats[2u * s] = mean;
+  fw_stats[2u * s + 1u] = rstd;
+}
+
+@compute @workgroup_size(SERIAL_WG)
+fn norm_backward_input_serial(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                              @builtin(local_invocation_index) lid: u32) {
+  let s = serial_index(wg, nwg, lid);
+  if (s >= p.segments) { return; }
+  let base = s * p.seg_len;
+  let mean = bx_stats[2u * s];
+  let rstd = bx_stats[2u * s + 1u];
+  let c0 = param_index(s, 0u);
+  let c_end = c0 + p.seg_len / p.inner;
+  var sums = BlockedSum(vec2f(0.0), vec2f(0.0), 0u);
+  var e = base;
+  for (var c = c0; c < c_end; c = c + 1u) {
+    let gamma = bx_gamma[c];
+    for (var k = 0u; k < p.inner; k = k + 1u) {
+      let g = bx_dy[e] * gamma;
+      blocked_add(&sums, vec2f(g, g * (bx_x[e] - mean) * rstd));
+      e = e + 1u;
+    }
+  }
+  let mean_g = blocked_total(sums).x / f32(p.seg_len);
+  let mean_gx = blocked_total(sums).y / f32(p.seg_len);
+  e = base;
+  for (var c = c0; c < c_end; c = c + 1u) {
+    let gamma = bx_gamma[c];
+    for (var k = 0u; k < p.inner; k = k + 1u) {
+      let xhat = (bx_x[e] - mean) * rstd;
+      bx_dx[e] = rstd * (bx_dy[e] * gamma - mean_g - xhat * mean_gx);
+      e = e + 1u;
+    }
+  }
+}
+
+@compute @workgroup_size(SERIAL_WG)
+fn norm_backward_affine_serial(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                               @builtin(local_invocation_index) lid: u32) {
+  let c = serial_index(wg, nwg, lid);
+  if (c >= p.channels) { return; }
+  let outer = (p.segments * p.seg_len) / (p.channels * p.inner);
+  var sums = BlockedSum(vec2f(0.0), vec2f(0.0), 0u);
+  for (var o = 0u; o < outer; o = o + 1u) {
+    let start = (o * p.channels + c) * p.inner;
+    // A parameter's run of `inner` elements lies in one segment.
+    let s = start / p.seg_len;
+    let mean = ba_stats[2u * s];
+    let rstd = ba_stats[2u * s + 1u];
+    for (var idx = start; idx < start + p.inner; idx = idx + 1u) {
+      blocked_add(&sums, vec2f(ba_dy[idx] * (ba_x[idx] - mean) * rstd, ba_dy[idx]));
+    }
+  }
+  ba_dgamma[c] = blocked_total(sums).x;
+  ba_dbeta[c] = blocked_total(sums).y;
+}

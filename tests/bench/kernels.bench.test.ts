@@ -16,6 +16,7 @@ import type { Gpu } from '../../src/gpu/gpu';
 import { openNodeGpu } from '../../src/gpu/node';
 import { attention, attentionBackward } from '../../src/nn/ops/attention';
 import { conv2d, conv2dBackward } from '../../src/nn/ops/conv2d';
+import { cpuKernels, isCpuAdapter } from '../../src/nn/ops/kernels';
 import { matmul, matmulBackward } from '../../src/nn/ops/matmul';
 import { Tensor } from '../../src/nn/tensor';
 
@@ -94,6 +95,24 @@ function cases(gpu: Gpu, size: 'small' | 'sd15'): Case[] {
       },
       peer: () => [tf.matMul(pdc, pw), tf.matMul(pdc, pa, true, false)],
     });
+    // On a CPU adapter the products above run as matmul_vec4; the tiled kernel (the GPU's) beside them, timed
+    // in the same run, is the before / after of that change.
+    if (isCpuAdapter(gpu)) {
+      for (const c of out.slice(-2)) {
+        out.push({
+          ...c,
+          op: `${c.op}, tiled kernel`,
+          ours: () => {
+            cpuKernels.enabled = false;
+            try {
+              return c.ours();
+            } finally {
+              cpuKernels.enabled = true;
+            }
+          },
+        });
+      }
+    }
   }
 
   // ResNet conv of the first UNet level: 320 -> 320 channels, 3x3, stride 1, padding 1.

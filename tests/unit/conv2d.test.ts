@@ -1,4 +1,5 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { isCpuAdapter } from '../../src/nn/ops/kernels';
 import { conv2d, conv2dBackward, type Conv2dOptions } from '../../src/nn/ops/conv2d';
 import { Tensor } from '../../src/nn/tensor';
 import { expectClose, expectGradient, randn } from '../helpers/check';
@@ -13,6 +14,8 @@ interface Case {
   /** How the case passes its padding to conv2d (a number when all four sides agree). */
   padding: Conv2dOptions['padding'];
   bias?: boolean;
+  /** On a CPU adapter, every conv kernel of the case is one of conv2d-vec4.wgsl's (stride 1, "same" 1x1 or 3x3, width and channels multiples of 4). */
+  vec4?: boolean;
 }
 
 const cases: Case[] = [
@@ -67,6 +70,11 @@ const cases: Case[] = [
     d: { n: 2, cIn: 3, h: 8, w: 10, cOut: 7, kh: 2, kw: 3, stride: 3, pad: [1, 0, 2, 1] },
     padding: [1, 0, 2, 1],
   },
+  // The CPU adapter's kernels (conv2d-vec4.wgsl): a row of four pixels per thread, its neighbours as padding
+  // at the image's edges; channels four at a time.
+  { name: '3x3 s1 p1, batch 2, 8 -> 12 channels, 5x8 (vec4 on a CPU adapter)', d: { n: 2, cIn: 8, h: 5, w: 8, cOut: 12, kh: 3, kw: 3, stride: 1, pad: [1, 1, 1, 1] }, padding: 1, bias: true, vec4: true },
+  { name: '3x3 s1 p1, 4 -> 4 channels, 3x4: one row of four (vec4 on a CPU adapter)', d: { n: 1, cIn: 4, h: 3, w: 4, cOut: 4, kh: 3, kw: 3, stride: 1, pad: [1, 1, 1, 1] }, padding: 1, vec4: true },
+  { name: '1x1 p0, batch 3, 4 -> 8 channels, 2x12 (vec4 on a CPU adapter)', d: { n: 3, cIn: 4, h: 2, w: 12, cOut: 8, kh: 1, kw: 1, stride: 1, pad: [0, 0, 0, 0] }, padding: 0, bias: true, vec4: true },
 ];
 
 describe('conv2d', () => {
@@ -83,6 +91,10 @@ describe('conv2d', () => {
       const f = ([u, v, bb]: Float64Array[]) => ref.conv2d(u, v, bb, d);
       const opts = { stride: d.stride, padding: c.padding };
 
+      const used: string[] = [];
+      const dispatch = gpu.dispatch.bind(gpu);
+      gpu.dispatch = (k, args) => (used.push(k.name), dispatch(k, args));
+      onTestFinished(() => void (gpu.dispatch = dispatch));
       const xt = Tensor.from(gpu, x, [d.n, d.cIn, d.h, d.w]);
       const wt = Tensor.from(gpu, w, [d.cOut, d.cIn, d.kh, d.kw]);
       const y = conv2d(xt, wt, bias && Tensor.from(gpu, bias, [d.cOut]), opts);
@@ -96,6 +108,9 @@ describe('conv2d', () => {
       expectGradient(await g.dweight!.read(), f, inputs, 1, dy, `${c.name} dW`);
       if (bias) expectGradient(await g.dbias!.read(), f, inputs, 2, dy, `${c.name} db`);
       else expect(g.dbias).toBeUndefined();
+      const convs = used.filter((name) => name.startsWith('conv2d'));
+      expect(convs).toHaveLength(3);
+      expect(convs.every((name) => name.startsWith('conv2d-vec4.'))).toBe(!!c.vec4 && isCpuAdapter(gpu));
     });
   }
 

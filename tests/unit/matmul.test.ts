@@ -1,4 +1,5 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { cpuKernels, isCpuAdapter } from '../../src/nn/ops/kernels';
 import { linear, linearBackward, matmul, matmulBackward } from '../../src/nn/ops/matmul';
 import { Tensor } from '../../src/nn/tensor';
 import { expectClose, expectGradient, randn } from '../helpers/check';
@@ -77,9 +78,13 @@ describe('matmul', () => {
   // gemmPlan picks the 32x32 tile when M or N is at most 32 or M N is at most 4 64x64 tiles, the 64x64
   // tile otherwise, and the direct (unstaged) kernel when K is at most 16; each product's gradients are
   // products of other shapes again.
+  // (On a CPU adapter the products whose sides are all multiples of 4 would run as matmul_vec4: switched
+  // off here, so that these shapes test the tiled kernels everywhere.)
   for (const [transA, transB] of [flags[0], flags[3]]) {
     const tag = `${transA ? 'Aᵀ' : 'A'} @ ${transB ? 'Bᵀ' : 'B'}`;
     it(`${tag}: each kernel variant, on both sides of its switch-over`, async () => {
+      cpuKernels.enabled = false;
+      onTestFinished(() => void (cpuKernels.enabled = true));
       await checkProduct({ m: 520, n: 33, k: 20, aLead: [], bLead: [], transA, transB }, 110); // 64 tile, N just above 32
       await checkProduct({ m: 130, n: 32, k: 40, aLead: [2], bLead: [], transA, transB }, 120); // 32 tile, N = 32
       await checkProduct({ m: 128, n: 128, k: 20, aLead: [], bLead: [], transA, transB }, 125); // 32 tile, 4 64-tiles
@@ -89,6 +94,23 @@ describe('matmul', () => {
       await checkProduct({ m: 9, n: 40, k: 5, aLead: [3], bLead: [3], transA, transB }, 150); // direct, 32 tile
     });
   }
+
+  // matmul_vec4, the CPU adapter's kernel: every side a multiple of 4, float32 operands. Each transpose,
+  // batched, broadcast (the weight gradient sums the batch inside the kernel), and K of one step (4).
+  it('matmul_vec4 on a CPU adapter: each transpose, batched and broadcast, K = 4', async () => {
+    const gpu = await testGpu();
+    const used: string[] = [];
+    const dispatch = gpu.dispatch.bind(gpu);
+    gpu.dispatch = (k, args) => (used.push(k.name), dispatch(k, args));
+    onTestFinished(() => void (gpu.dispatch = dispatch));
+    for (const [transA, transB] of flags) {
+      await checkProduct({ m: 12, n: 8, k: 20, aLead: [], bLead: [], transA, transB }, 210);
+      await checkProduct({ m: 8, n: 16, k: 4, aLead: [3], bLead: [], transA, transB }, 220);
+      await checkProduct({ m: 4, n: 12, k: 8, aLead: [2], bLead: [2], transA, transB }, 230);
+    }
+    expect(used.every((name) => name === 'matmul-vec4.matmul_vec4')).toBe(isCpuAdapter(gpu));
+    expect(used.includes('matmul-vec4.matmul_vec4')).toBe(isCpuAdapter(gpu));
+  });
 
   it('degenerate sizes: 1 x 1 x 1, a row times a column, K = 1', async () => {
     await checkProduct({ m: 1, n: 1, k: 1, aLead: [], bLead: [], alpha: 1 }, 50);
@@ -100,9 +122,9 @@ describe('matmul', () => {
     await checkProduct({ m: 33, n: 20, k: 18, aLead: [3], bLead: [], transB: true, alpha: -0.375 }, 80);
   });
 
-  it('bias, alpha and accumulate together, batch 3 with a broadcast weight', async () => {
+  for (const [batch, m, n, k] of [[3, 33, 66, 70], [3, 32, 64, 72]]) it(`bias, alpha and accumulate together, batch 3 with a broadcast weight, ${m} x ${n} x ${k}`, async () => {
+    // The second shape runs matmul_vec4 on a CPU adapter.
     const gpu = await testGpu();
-    const [batch, m, n, k] = [3, 33, 66, 70];
     const a = randn(batch * m * k, 90);
     const b = randn(n * k, 91);
     const bias = randn(n, 92);

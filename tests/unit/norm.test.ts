@@ -1,9 +1,15 @@
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cpuKernels } from '../../src/nn/ops/kernels';
 import { groupNorm, layerNorm, normBackward } from '../../src/nn/ops/norm';
 import { Tensor } from '../../src/nn/tensor';
 import { expectClose, expectGradient, randn } from '../helpers/check';
 import { testGpu } from '../helpers/gpu';
 import * as ref from '../helpers/reference/norm';
+
+// Both kernel sets on this adapter: the workgroup kernels (GPUs') and, on a CPU adapter, the `_serial` ones.
+for (const cpu of [false, true]) describe(cpu ? "the CPU adapter's serial kernels" : 'the workgroup kernels', () => {
+beforeAll(() => void (cpuKernels.enabled = cpu));
+afterAll(() => void (cpuKernels.enabled = true));
 
 describe('group norm', () => {
   const cases = [
@@ -70,4 +76,5 @@ describe('layer norm', () => {
       expectGradient(await g.dbeta!.read(), f, [x, gamma, beta], 2, dy, 'layerNorm dbeta');
     });
   }
+});
 });

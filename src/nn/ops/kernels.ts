@@ -10,6 +10,23 @@ export function family(name: string, ...code: string[]): ShaderFamily {
   return { name, code: [common, ...code].join('\n') };
 }
 
+/**
+ * Whether this adapter runs the CPU kernels: matmul-vec4.wgsl, conv2d-vec4.wgsl and norm.wgsl's `_serial`
+ * twins, written for a software adapter (SwiftShader, or any the browser marks as a fallback), where
+ * workgroup memory and barriers cost far more than they save. GPUs keep the tiled and workgroup kernels.
+ * `cpuKernels.enabled` exists only so that a benchmark can time both on the same adapter in one run.
+ */
+export const cpuKernels = { enabled: true };
+
+export function isCpuAdapter(gpu: Gpu): boolean {
+  const a = gpu.adapter;
+  return a.isFallbackAdapter === true || /swiftshader/i.test(`${a.architecture} ${a.description} ${a.device}`);
+}
+
+export function useCpuKernels(gpu: Gpu): boolean {
+  return cpuKernels.enabled && isCpuAdapter(gpu);
+}
+
 export function kernel(
   gpu: Gpu,
   fam: ShaderFamily,

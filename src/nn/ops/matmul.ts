@@ -3,13 +3,18 @@
 // gemmPlan): gradients are products with the transposes swapped, so no transposed copy is ever made.
 
 import source from '../../../shaders/matmul.wgsl?raw';
+import vec4Source from '../../../shaders/matmul-vec4.wgsl?raw';
 import gemmTileSource from '../../../shaders/gemm-tile.wgsl?raw';
 import { f32, u32, type Gpu } from '../../gpu/gpu';
 import { numel, Tensor } from '../tensor';
-import { family, foldGrid, kernel } from './kernels';
+import { family, foldGrid, kernel, useCpuKernels } from './kernels';
 import { sumBroadcast } from './reduce';
 
 const fam = family('matmul', gemmTileSource, source);
+const vec4Fam = family('matmul-vec4', vec4Source);
+
+/** Threads per workgroup of matmul_vec4 (VEC4_WG), each owning a 4 x 4 block of C. */
+const VEC4_WG = 64;
 
 /**
  * A tile shape of the tiled kernels (gemm-tile.wgsl, shared by matmul.wgsl and conv2d.wgsl): SIDE x SIDE
@@ -73,6 +78,15 @@ interface Gemm {
 
 function gemm(gpu: Gpu, a: Tensor, b: Tensor, c: Tensor, g: Gemm): void {
   if (c.dtype !== 'f32' || g.bias?.dtype === 'f16') throw new Error('matmul: only the A and B operands may be float16 (frozen weights)');
+  const aligned = g.m % 4 === 0 && g.n % 4 === 0 && g.k % 4 === 0 && a.dtype === 'f32' && b.dtype === 'f32';
+  if (aligned && useCpuKernels(gpu)) {
+    gpu.dispatch(kernel(gpu, vec4Fam, 'matmul_vec4', { constants: { TRANS_A: g.transA ? 1 : 0, TRANS_B: g.transB ? 1 : 0, HAS_BIAS: g.bias ? 1 : 0, ACCUMULATE: g.accumulate ? 1 : 0 } }), {
+      params: [u32(g.m), u32(g.n), u32(g.k), u32(g.batches), u32(g.batchSum), u32(g.strideA), u32(g.strideB), f32(g.alpha)],
+      buffers: [a.buffer, b.buffer, c.buffer, (g.bias ?? a).buffer],
+      workgroups: foldGrid(Math.ceil((g.batches * g.m * g.n) / 16 / VEC4_WG)),
+    });
+    return;
+  }
   const { tile, direct } = gemmPlan(g.m, g.n, g.k * g.batchSum);
   const tilesN = Math.ceil(g.n / tile.tile);
   const tilesM = Math.ceil(g.m / tile.tile);

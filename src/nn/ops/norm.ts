@@ -1,9 +1,9 @@
 // Group norm and layer norm (shaders/norm.wgsl): forward saves per-segment mean and rstd for the backward.
 
 import source from '../../../shaders/norm.wgsl?raw';
-import { f32, u32 } from '../../gpu/gpu';
+import { f32, u32, type Gpu, type Kernel } from '../../gpu/gpu';
 import { numel, Tensor } from '../tensor';
-import { family, foldGrid, kernel } from './kernels';
+import { family, foldGrid, grid1d, kernel, useCpuKernels } from './kernels';
 
 const fam = family('norm', source);
 
@@ -53,6 +53,19 @@ export function normWorkgroupSize(count: number): number {
   return wg;
 }
 
+/** Threads per workgroup of the `_serial` kernels (SERIAL_WG in norm.wgsl). */
+const SERIAL_WG = 64;
+
+/**
+ * The kernel for `entry` on this adapter and its grid over `units` segments (or parameters): on a CPU adapter
+ * the `_serial` twin, one thread per unit; elsewhere one workgroup per unit, NORM_WG threads sharing its
+ * `perUnit` elements.
+ */
+function normKernel(gpu: Gpu, entry: string, units: number, perUnit: number): { k: Kernel; workgroups: [number, number] } {
+  if (useCpuKernels(gpu)) return { k: kernel(gpu, fam, `${entry}_serial`), workgroups: grid1d(units, SERIAL_WG) };
+  return { k: kernel(gpu, fam, entry, { constants: { NORM_WG: normWorkgroupSize(perUnit) } }), workgroups: foldGrid(units) };
+}
+
 function normForward(x: Tensor, gamma: Tensor, beta: Tensor, layout: NormLayout): { y: Tensor; saved: NormSaved } {
   if (gamma.size !== layout.channels || beta.size !== layout.channels) {
     throw new Error(`norm: expected ${layout.channels} scale and bias values, got ${gamma.size} and ${beta.size}`);
@@ -60,11 +73,8 @@ function normForward(x: Tensor, gamma: Tensor, beta: Tensor, layout: NormLayout)
   const gpu = x.gpu;
   const y = Tensor.empty(gpu, x.shape);
   const stats = Tensor.empty(gpu, [layout.segments, 2]);
-  gpu.dispatch(kernel(gpu, fam, 'norm_forward', { constants: { NORM_WG: normWorkgroupSize(layout.segLen) } }), {
-    params: params(layout),
-    buffers: [x.buffer, gamma.buffer, beta.buffer, y.buffer, stats.buffer],
-    workgroups: foldGrid(layout.segments),
-  });
+  const { k, workgroups } = normKernel(gpu, 'norm_forward', layout.segments, layout.segLen);
+  gpu.dispatch(k, { params: params(layout), buffers: [x.buffer, gamma.buffer, beta.buffer, y.buffer, stats.buffer], workgroups });
   return { y, saved: { x, stats, layout } };
 }
 
@@ -90,22 +100,14 @@ export function normBackward(
   const out: { dx?: Tensor; dgamma?: Tensor; dbeta?: Tensor } = {};
   if (need.input) {
     out.dx = Tensor.empty(gpu, x.shape);
-    gpu.dispatch(kernel(gpu, fam, 'norm_backward_input', { constants: { NORM_WG: normWorkgroupSize(layout.segLen) } }), {
-      params: params(layout),
-      buffers: [x.buffer, gamma.buffer, stats.buffer, dy.buffer, out.dx.buffer],
-      workgroups: foldGrid(layout.segments),
-    });
+    const { k, workgroups } = normKernel(gpu, 'norm_backward_input', layout.segments, layout.segLen);
+    gpu.dispatch(k, { params: params(layout), buffers: [x.buffer, gamma.buffer, stats.buffer, dy.buffer, out.dx.buffer], workgroups });
   }
   if (need.affine) {
     out.dgamma = Tensor.empty(gpu, [layout.channels]);
     out.dbeta = Tensor.empty(gpu, [layout.channels]);
-    gpu.dispatch(kernel(gpu, fam, 'norm_backward_affine', {
-      constants: { NORM_WG: normWorkgroupSize((layout.segments * layout.segLen) / layout.channels) },
-    }), {
-      params: params(layout),
-      buffers: [x.buffer, stats.buffer, dy.buffer, out.dgamma.buffer, out.dbeta.buffer],
-      workgroups: foldGrid(layout.channels),
-    });
+    const { k, workgroups } = normKernel(gpu, 'norm_backward_affine', layout.channels, (layout.segments * layout.segLen) / layout.channels);
+    gpu.dispatch(k, { params: params(layout), buffers: [x.buffer, stats.buffer, dy.buffer, out.dgamma.buffer, out.dbeta.buffer], workgroups });
   }
   return out;
 }
