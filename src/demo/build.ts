@@ -79,6 +79,8 @@ export function demoSettings(options: { quick?: boolean; seed?: number; images?:
       // rest of the step. A network of 16 / 32 / 32 channels takes 2.5x less per row than 32 / 64 / 64, so
       // the same time buys 2.5x the steps. Built once at these settings (75 min): the UNet denoises noised
       // training latents but does not yet draw from pure noise (README, "Not yet: a demo model that draws").
+      // Those times predate the CPU adapter's kernels (BENCHMARKS.md, 2026-12-03), which run this UNet's
+      // step about 1.8x faster: the same two hours now hold about twice the steps.
       {
         seed: 0,
         images: 256,
