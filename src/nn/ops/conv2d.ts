@@ -1,4 +1,5 @@
-// 2-D convolution (shaders/conv2d.wgsl): forward next to its backward. NCHW, weight [Cout, Cin, KH, KW].
+// 2-D convolution (shaders/conv2d.wgsl; on a CPU adapter, stride-1 1x1 / 3x3 "same" convolutions run
+// shaders/conv2d-vec4.wgsl): forward next to its backward. NCHW, weight [Cout, Cin, KH, KW].
 
 import source from '../../../shaders/conv2d.wgsl?raw';
 import vec4Source from '../../../shaders/conv2d-vec4.wgsl?raw';

@@ -1,6 +1,7 @@
 // Matrix multiply (shaders/matmul.wgsl) and the linear layer built on it, each forward next to its backward.
 // Every product, forward or backward, is the one kernel (tiled, or its direct twin when K is short; see
-// gemmPlan): gradients are products with the transposes swapped, so no transposed copy is ever made.
+// gemmPlan; on a CPU adapter matmul_vec4, shaders/matmul-vec4.wgsl): gradients are products with the
+// transposes swapped, so no transposed copy is ever made.
 
 import source from '../../../shaders/matmul.wgsl?raw';
 import vec4Source from '../../../shaders/matmul-vec4.wgsl?raw';
