@@ -175,6 +175,7 @@ function trainingInfo(trainer: Trainer, settings: RunSettings, examples: readonl
   return {
     title: settings.title ?? `TPO Lab ${c.method} LoRA`,
     method: c.method,
+    predictionType: trainer.schedule.prediction,
     beta: c.beta,
     kappa: c.kappa,
     principles,
@@ -233,12 +234,14 @@ export async function trainRun(setup: RunSetup, env: RunEnvironment, control: Tr
     });
     const half = settings.precision === 'auto' ? preferHalfWeights(gpu) : settings.precision === 'f16';
     unet = await env.model.loadUNet(gpu, { halfWeights: half });
+    // The model's own schedule: what its UNet predicts (epsilon, or v for the demo model) sets the loss target.
+    const scheduler = await loadSchedulerConfig(env.model.files);
     if (settings.previews) {
       // The text encoder encodes the preview prompts once and is let go; the VAE stays for decoding.
       const text = await env.model.loadTextEncoder(gpu);
       try {
         const vae = await env.model.loadVae(gpu);
-        previews = TextToImage.from({ unet, text, vae, tokenizer: await env.model.tokenizer(), scheduler: await loadSchedulerConfig(env.model.files) });
+        previews = TextToImage.from({ unet, text, vae, tokenizer: await env.model.tokenizer(), scheduler });
       } catch (e) {
         text.release();
         throw e;
@@ -247,11 +250,11 @@ export async function trainRun(setup: RunSetup, env: RunEnvironment, control: Tr
     }
     if (resume) {
       const { saved, moments } = await loadCheckpoint(gpu, unet, resume.checkpoint);
-      trainer = new Trainer(gpu, unet, train, features, config, saved.state, moments);
+      trainer = new Trainer(gpu, unet, train, features, config, saved.state, moments, scheduler);
       await say(`resuming at step ${saved.state.step} of ${config.steps}`);
     } else {
       unet.lora = createTrainerLora(gpu, unet, config);
-      trainer = new Trainer(gpu, unet, train, features, config);
+      trainer = new Trainer(gpu, unet, train, features, config, undefined, undefined, scheduler);
     }
     return await stepLoop(trainer, { train, heldOut }, settings, env, control, previews);
   } finally {
@@ -300,7 +303,7 @@ async function stepLoop(
     for (const [name, examples] of [['train', split.train], ['held-out', split.heldOut]] as const) {
       if (examples.length === 0) continue;
       const subset = examples.slice(0, settings.scoreLimit);
-      const s = await implicitScores(trainer.gpu, trainer.unet, subset, trainer.features, { k: settings.scoreDraws, seed: DEFAULT_SCORE_SEED, beta: c.beta, batchSize: c.batchSize });
+      const s = await implicitScores(trainer.gpu, trainer.unet, subset, trainer.features, { k: settings.scoreDraws, seed: DEFAULT_SCORE_SEED, beta: c.beta, batchSize: c.batchSize, schedule: trainer.schedule });
       const lines = s.scores.map((x) => JSON.stringify({ step: trainer.state.step, split: name, ...x }));
       lines.push(JSON.stringify({ step: trainer.state.step, split: name, summary: true, examples: subset.length, accuracy: s.accuracy, meanMargin: s.meanMargin }));
       await storage.append(SCORES_FILE, `${lines.join('\n')}\n`);

@@ -4,6 +4,8 @@
 import { existsSync, statSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { loadSchedulerConfig } from '../diffusion/pipeline';
+import { noiseSchedule } from '../diffusion/schedule';
 import { decodeLora, readLora } from '../models/lora-io';
 import { dirModelFiles } from '../models/model-files-node';
 import { openSafetensorsFile } from '../models/safetensors-node';
@@ -98,6 +100,7 @@ async function runScore(argv: string[], io: CliIO): Promise<number> {
     const features = await prepareTrainingFeatures(gpu, modelDir, data.examples, { resolution, cacheDir: cacheArg ? path.resolve(io.cwd, cacheArg) : null, quiet }, io);
     const half = precision === 'auto' ? preferHalfWeights(gpu) : precision === 'f16';
     const files = dirModelFiles(modelDir);
+    const schedule = noiseSchedule(await loadSchedulerConfig(files));
     unet = await loadUNet(gpu, files, { halfWeights: half }).finally(() => files.close?.());
     if (loraArg) {
       const { file, close } = await openSafetensorsFile(path.resolve(io.cwd, loraArg));
@@ -114,6 +117,7 @@ async function runScore(argv: string[], io: CliIO): Promise<number> {
       seed,
       beta,
       batchSize,
+      schedule,
       onProgress: (done) => {
         bar.tick(done - last);
         last = done;

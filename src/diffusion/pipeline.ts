@@ -1,7 +1,8 @@
 // Text to image, as diffusers' StableDiffusionPipeline runs it: prompts and the negative (or empty) prompt
 // through the text encoder, seeded starting latents, the sampler's loop with classifier-free guidance
 // (eps_u + g (eps_c - eps_u), both halves in one UNet batch; the conditional half alone when g = 1), then the
-// VAE decoder on latents / scaling_factor and PIL's conversion to bytes. The LoRA applies at a multiplier
+// VAE decoder on latents / scaling_factor and PIL's conversion to bytes. A v_prediction model's output is read
+// as eps before each step (after guidance), as diffusers' schedulers read it. The LoRA applies at a multiplier
 // on the same loaded weights (0 = the base model). No tape: every step's activations are freed as it goes.
 // Shared by `tpo-lab sample`, the trainer's previews, the golden check and the app.
 
@@ -16,7 +17,7 @@ import { Ctx } from '../nn/tape';
 import { Tensor } from '../nn/tensor';
 import { drawRandom, normals } from '../tpo/random';
 import { createSampler, SAMPLER_LABELS, type SamplerName, SAMPLERS } from './samplers';
-import { linearCombination, roundHalfEven, SD15_SCHEDULER, type SchedulerConfig } from './schedule';
+import { epsilonFromVelocity, linearCombination, predictionType, roundHalfEven, SD15_SCHEDULER, type SchedulerConfig } from './schedule';
 
 export interface SampleSettings {
   sampler: SamplerName;
@@ -125,7 +126,9 @@ export async function denoise(unet: UNet, input: DenoiseInput, o: DenoiseOptions
   const b = input.latents.shape[0];
   const guided = o.guidance !== 1;
   if (guided && !input.uncond) throw new Error('denoise: guidance other than 1 needs the unconditional text states');
-  const sampler = createSampler(o.sampler, o.steps, o.scheduler ?? SD15_SCHEDULER, { eta: o.eta });
+  const scheduler = o.scheduler ?? SD15_SCHEDULER;
+  const sampler = createSampler(o.sampler, o.steps, scheduler, { eta: o.eta });
+  const velocityModel = predictionType(scheduler) === 'v_prediction';
   // Both halves in one batch, unconditional first as diffusers orders them.
   const context = guided ? concatBatch(gpu, [input.uncond!, input.cond]) : input.cond;
   let latents = scale(input.latents, sampler.initNoiseSigma);
@@ -146,7 +149,6 @@ export async function denoise(unet: UNet, input: DenoiseInput, o: DenoiseOptions
       const out = await unet.forward(new Ctx(gpu), x, timesteps, context);
       timesteps.release();
       if (x !== scaled) x.release();
-      scaled.release();
       let eps = out;
       if (guided) {
         const u = sliceBatch(gpu, out, 0, b);
@@ -157,6 +159,12 @@ export async function denoise(unet: UNet, input: DenoiseInput, o: DenoiseOptions
         eps = linearCombination([[u, 1], [diff, o.guidance]]);
         for (const z of [u, c, diff]) z.release();
       }
+      if (velocityModel) {
+        const v = eps;
+        eps = epsilonFromVelocity(v, scaled, sampler.alphaBar(i));
+        v.release();
+      }
+      scaled.release();
       const next = sampler.step(latents, eps, i, noise(i));
       eps.release();
       latents.release();

@@ -9,7 +9,7 @@
 // Step coefficients are float64 on the CPU; tensors stay on the GPU.
 
 import type { Tensor } from '../nn/tensor';
-import { alphasCumprod, ddimCoefficients, ddimTimesteps, linearCombination, roundHalfEven, type SchedulerConfig, timestepSpacing } from './schedule';
+import { alphasCumprod, ddimCoefficients, ddimTimesteps, linearCombination, predictionType, roundHalfEven, type SchedulerConfig, timestepSpacing } from './schedule';
 
 export const SAMPLERS = ['ddim', 'euler', 'dpmpp-2m'] as const;
 export type SamplerName = (typeof SAMPLERS)[number];
@@ -25,6 +25,8 @@ export interface Sampler {
   readonly initNoiseSigma: number;
   /** The UNet sees sample * inputScale(i) at step i. */
   inputScale(i: number): number;
+  /** abar of what the UNet sees at step i (x_t = sqrt(abar) x0 + sqrt(1 - abar) eps): to read a v prediction as eps. */
+  alphaBar(i: number): number;
   /**
    * The sample after step i, from the model's eps prediction. `noise` draws standard normal noise of the
    * sample's shape (DDIM with eta > 0 only). The inputs stay the caller's; the result is new.
@@ -42,7 +44,7 @@ export interface SamplerOptions {
 export function createSampler(name: SamplerName, steps: number, config: SchedulerConfig, options: SamplerOptions = {}): Sampler {
   const n = config.num_train_timesteps;
   if (!Number.isInteger(steps) || steps < 1 || steps > n) throw new Error(`steps must be a whole number from 1 to ${n}, got ${steps}`);
-  if ((config.prediction_type ?? 'epsilon') !== 'epsilon') throw new Error(`scheduler config: prediction_type ${config.prediction_type} is not supported (SD1.x predicts epsilon)`);
+  predictionType(config); // epsilon or v_prediction: the pipeline reads a v prediction as eps before each step
   // SD1.x configs set both off; their clamping and rescaling are not implemented.
   if (config.clip_sample === true) throw new Error('scheduler config: clip_sample true is not supported (SD1.x sets it false)');
   if (config.thresholding === true) throw new Error('scheduler config: thresholding is not supported');
@@ -67,6 +69,7 @@ function ddimSampler(steps: number, config: SchedulerConfig, eta: number): Sampl
     timesteps,
     initNoiseSigma: 1,
     inputScale: () => 1,
+    alphaBar: (i) => abar[timesteps[i]],
     step(sample, eps, i, noise) {
       const { cs, ce, std } = ddimCoefficients(timesteps[i], steps, abar, config, eta);
       if (std === 0) return linearCombination([[sample, cs], [eps, ce]]);
@@ -109,6 +112,7 @@ function eulerSampler(steps: number, config: SchedulerConfig): Sampler {
     timesteps,
     initNoiseSigma: spacing === 'leading' ? Math.sqrt(maxSigma * maxSigma + 1) : maxSigma,
     inputScale: (i) => 1 / Math.sqrt(sigmas[i] * sigmas[i] + 1),
+    alphaBar: (i) => 1 / (sigmas[i] * sigmas[i] + 1),
     // x0 = x - sigma eps, so dx/dsigma = eps and one Euler step is x + (sigma_next - sigma) eps.
     step: (sample, eps, i) => linearCombination([[sample, 1], [eps, sigmas[i + 1] - sigmas[i]]]),
     release() {},
@@ -136,6 +140,7 @@ function dpmSolverPP2M(steps: number, config: SchedulerConfig): Sampler {
     timesteps,
     initNoiseSigma: 1,
     inputScale: () => 1,
+    alphaBar: (i) => alpha[i] * alpha[i],
     step(sample, eps, i) {
       // The data prediction D0 = (x - sigma_t eps) / alpha_t.
       const d0 = linearCombination([[sample, 1 / alpha[i]], [eps, -sigmaT[i] / alpha[i]]]);

@@ -78,14 +78,58 @@ export function ddimTimesteps(steps: number, c: SchedulerConfig = SD15_SCHEDULER
 
 /** x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps for each example b at its own timestep t[b]. */
 export function addNoise(x0: Tensor, eps: Tensor, timesteps: number[], abar: Float64Array): Tensor {
-  const gpu = x0.gpu;
-  const a = Tensor.from(gpu, timesteps.map((t) => Math.sqrt(abar[t])), [timesteps.length]);
-  const s = Tensor.from(gpu, timesteps.map((t) => Math.sqrt(1 - abar[t])), [timesteps.length]);
-  const ax = mul(x0, a, 0);
-  const se = mul(eps, s, 0);
-  const xt = add(ax, se);
-  for (const t of [a, s, ax, se]) t.release();
-  return xt;
+  return perRowSum(x0, timesteps.map((t) => Math.sqrt(abar[t])), eps, timesteps.map((t) => Math.sqrt(1 - abar[t])));
+}
+
+/**
+ * What a UNet predicts, from its scheduler config: the noise (epsilon: SD1.x) or the velocity
+ * v = sqrt(abar) eps - sqrt(1 - abar) x0 (v_prediction: SD2.x 768-v, and the lab's demo model). With v, an
+ * error of the network costs at most its own size in x0 at every timestep; with epsilon it is multiplied by
+ * sqrt((1 - abar) / abar), about 15 at t = 999, which a small network trained briefly cannot afford.
+ */
+export type PredictionType = 'epsilon' | 'v_prediction';
+
+export function predictionType(c: SchedulerConfig): PredictionType {
+  const p = c.prediction_type ?? 'epsilon';
+  if (p !== 'epsilon' && p !== 'v_prediction') throw new Error(`scheduler config: prediction_type ${p} is not supported (use epsilon or v_prediction)`);
+  return p;
+}
+
+/** A model's training schedule: abar per timestep and what its UNet predicts. */
+export interface NoiseSchedule {
+  abar: Float64Array;
+  prediction: PredictionType;
+}
+
+export function noiseSchedule(c: SchedulerConfig = SD15_SCHEDULER): NoiseSchedule {
+  return { abar: alphasCumprod(c), prediction: predictionType(c) };
+}
+
+/** The velocity v = sqrt(abar_t) eps - sqrt(1 - abar_t) x0 of x0 noised with eps at timestep t[b] (row b). */
+export function velocity(x0: Tensor, eps: Tensor, timesteps: number[], abar: Float64Array): Tensor {
+  return perRowSum(eps, timesteps.map((t) => Math.sqrt(abar[t])), x0, timesteps.map((t) => -Math.sqrt(1 - abar[t])));
+}
+
+/**
+ * The noise a predicted velocity stands for, given the UNet's input x_t = sqrt(abar) x0 + sqrt(1 - abar) eps:
+ * eps = sqrt(1 - abar) x_t + sqrt(abar) v (substitute v = sqrt(abar) eps - sqrt(1 - abar) x0). Samplers step
+ * with eps; the map is affine in v with the same x_t for both halves of guidance, so guiding v and then
+ * converting equals converting and then guiding.
+ */
+export function epsilonFromVelocity(v: Tensor, xt: Tensor, abar: number): Tensor {
+  return linearCombination([[xt, Math.sqrt(1 - abar)], [v, Math.sqrt(abar)]]);
+}
+
+/** x * cx[b] + y * cy[b] for each row b of two [B, ...] tensors. */
+function perRowSum(x: Tensor, cx: number[], y: Tensor, cy: number[]): Tensor {
+  const gpu = x.gpu;
+  const a = Tensor.from(gpu, cx, [cx.length]);
+  const b = Tensor.from(gpu, cy, [cy.length]);
+  const ax = mul(x, a, 0);
+  const by = mul(y, b, 0);
+  const out = add(ax, by);
+  for (const t of [a, b, ax, by]) t.release();
+  return out;
 }
 
 /**

@@ -39,6 +39,8 @@ export type LoraFormat = 'kohya' | 'diffusers';
 /** What the trainer knows about a run; every field optional, each written into the file's metadata. */
 export interface LoraTrainingInfo {
   title?: string;
+  /** What the base model's UNet predicts (its scheduler config): epsilon (SD1.x, the default) or v_prediction. */
+  predictionType?: 'epsilon' | 'v_prediction';
   method?: string;
   beta?: number;
   kappa?: number | null;
@@ -238,7 +240,7 @@ function trainingMetadata(lora: HostLora, info: LoraTrainingInfo, carried: Recor
   put('modelspec.implementation', 'diffusers');
   if (info.title !== undefined || !m['modelspec.title']) put('modelspec.title', info.title ?? 'TPO Lab LoRA');
   if (info.resolution !== undefined || !m['modelspec.resolution']) put('modelspec.resolution', `${info.resolution ?? 512}x${info.resolution ?? 512}`);
-  put('modelspec.prediction_type', 'epsilon');
+  put('modelspec.prediction_type', info.predictionType ?? 'epsilon');
   const when = info.trainingEndedAt ?? info.trainingStartedAt;
   if (when !== undefined) put('modelspec.date', isoDate(when));
 

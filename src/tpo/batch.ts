@@ -3,7 +3,7 @@
 // scores, so both see exactly the same x_t for a given draw.
 
 import type { Gpu } from '../gpu/gpu';
-import { addNoise } from '../diffusion/schedule';
+import { addNoise, type NoiseSchedule, velocity } from '../diffusion/schedule';
 import { Tensor } from '../nn/tensor';
 import type { TermRef } from './examples';
 import type { FeatureKeys, FeatureStore } from './features';
@@ -47,19 +47,28 @@ export interface BatchTensors {
   xt: Tensor;
   timesteps: Tensor;
   ctx: Tensor;
-  noise: Tensor;
+  /**
+   * What the UNet's output is compared with: the noise for an epsilon model (the spec's errors), the velocity
+   * for a v_prediction one (the errors of its own target, as diffusers' training scripts take them).
+   */
+  target: Tensor;
   release(): void;
 }
 
 /** GPU inputs of R rows, row i noised at timestep t[i] with its own noise (eps holds R latents' worth). */
-export async function rowTensors(gpu: Gpu, features: Features, rows: readonly TermRef[], t: number[], eps: Float32Array, abar: Float64Array): Promise<BatchTensors> {
+export async function rowTensors(gpu: Gpu, features: Features, rows: readonly TermRef[], t: number[], eps: Float32Array, schedule: NoiseSchedule): Promise<BatchTensors> {
   if (rows.length !== t.length) throw new Error(`rowTensors: ${rows.length} rows for ${t.length} timesteps`);
   const { x0, ctx } = await loadRows(features, rows);
   const { latentShape, textShape } = features.keys;
   const r = rows.length;
   const x0t = Tensor.from(gpu, x0, [r, ...latentShape]);
   const noise = Tensor.from(gpu, eps, [r, ...latentShape]);
-  const xt = addNoise(x0t, noise, t, abar);
+  const xt = addNoise(x0t, noise, t, schedule.abar);
+  let target = noise;
+  if (schedule.prediction === 'v_prediction') {
+    target = velocity(x0t, noise, t, schedule.abar);
+    noise.release();
+  }
   x0t.release();
   const timesteps = Tensor.from(gpu, t, [r]);
   const ctxT = Tensor.from(gpu, ctx, [r, ...textShape]);
@@ -67,9 +76,9 @@ export async function rowTensors(gpu: Gpu, features: Features, rows: readonly Te
     xt,
     timesteps,
     ctx: ctxT,
-    noise,
+    target,
     release() {
-      for (const x of [xt, timesteps, ctxT, noise]) x.release();
+      for (const x of [xt, timesteps, ctxT, target]) x.release();
     },
   };
 }
@@ -78,11 +87,11 @@ export async function rowTensors(gpu: Gpu, features: Features, rows: readonly Te
  * GPU inputs of 2B rows: rows[i] and rows[B + i] share timestep t[i] and noise eps[i] (the spec: the same
  * x_t, t and eps for c_w and c_l of one example).
  */
-export async function batchTensors(gpu: Gpu, features: Features, rows: readonly TermRef[], t: number[], eps: Float32Array, abar: Float64Array): Promise<BatchTensors> {
+export async function batchTensors(gpu: Gpu, features: Features, rows: readonly TermRef[], t: number[], eps: Float32Array, schedule: NoiseSchedule): Promise<BatchTensors> {
   const b = t.length;
   if (rows.length !== 2 * b) throw new Error(`batchTensors: ${rows.length} rows for ${b} draws`);
   const eps2 = new Float32Array(2 * eps.length);
   eps2.set(eps);
   eps2.set(eps, eps.length);
-  return rowTensors(gpu, features, rows, [...t, ...t], eps2, abar);
+  return rowTensors(gpu, features, rows, [...t, ...t], eps2, schedule);
 }

@@ -4,7 +4,7 @@
 // margins are exactly zero: policy and reference are the same network) are comparable.
 
 import type { Gpu } from '../gpu/gpu';
-import { alphasCumprod, SD15_SCHEDULER } from '../diffusion/schedule';
+import { noiseSchedule, type NoiseSchedule } from '../diffusion/schedule';
 import type { UNet } from '../models/unet';
 import { mseRowsDiff } from '../nn/ops/reduce';
 import { Ctx } from '../nn/tape';
@@ -21,6 +21,8 @@ export interface ScoreOptions {
   batchSize?: number;
   tMin?: number;
   tMax?: number;
+  /** The model's training schedule (default SD1.5's): it noises the latents and says what the UNet predicts. */
+  schedule?: NoiseSchedule;
   onProgress?: (done: number, total: number) => void;
 }
 
@@ -56,7 +58,7 @@ export async function implicitScores(gpu: Gpu, unet: UNet, examples: readonly Tr
   const k = o.k ?? DEFAULT_SCORE_DRAWS;
   const seed = o.seed ?? DEFAULT_SCORE_SEED;
   const per = Math.max(1, o.batchSize ?? 4);
-  const abar = alphasCumprod(SD15_SCHEDULER);
+  const schedule = o.schedule ?? noiseSchedule();
   const jobs = examples.flatMap((e, i) => Array.from({ length: k }, (_, j) => ({ i, j, e })));
   const sumW = new Float64Array(examples.length);
   const sumL = new Float64Array(examples.length);
@@ -72,12 +74,12 @@ export async function implicitScores(gpu: Gpu, unet: UNet, examples: readonly Tr
         eps.set(d.eps, r * d.eps.length);
       });
       const rows: TermRef[] = [...chunk.map((c) => c.e.w), ...chunk.map((c) => c.e.l)];
-      const inputs = await batchTensors(gpu, features, rows, ts, eps, abar);
+      const inputs = await batchTensors(gpu, features, rows, ts, eps, schedule);
       unet.loraEnabled = false;
       const epsRef = await unet.forward(new Ctx(gpu), inputs.xt, inputs.timesteps, inputs.ctx);
       unet.loraEnabled = loraWasEnabled;
       const epsPolicy = await unet.forward(new Ctx(gpu), inputs.xt, inputs.timesteps, inputs.ctx);
-      const diff = mseRowsDiff(epsPolicy, epsRef, inputs.noise);
+      const diff = mseRowsDiff(epsPolicy, epsRef, inputs.target);
       const d = await diff.read();
       for (const x of [epsRef, epsPolicy, diff]) x.release();
       inputs.release();

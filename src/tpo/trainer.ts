@@ -9,7 +9,7 @@
 // nothing here touches a file.
 
 import type { Gpu } from '../gpu/gpu';
-import { alphasCumprod, SD15_SCHEDULER, type SchedulerConfig } from '../diffusion/schedule';
+import { noiseSchedule, type NoiseSchedule, SD15_SCHEDULER, type SchedulerConfig } from '../diffusion/schedule';
 import { checkResolution } from '../data/pixels';
 import { createLora, DEFAULT_TARGETS, loraTargets, type Lora, OPTIONAL_TARGETS } from '../models/lora';
 import { unetParams, type UNet } from '../models/unet';
@@ -174,7 +174,8 @@ export interface StepReport {
 export type { OptimizerMoments } from './optimizer';
 
 export class Trainer {
-  readonly abar: Float64Array;
+  /** The training schedule of the model: abar per timestep and what its UNet predicts (its scheduler config). */
+  readonly schedule: NoiseSchedule;
   readonly params: Tensor[];
   /** Every UNet weight trains (config.trainable 'all'), not a LoRA. */
   readonly allWeights: boolean;
@@ -203,7 +204,7 @@ export class Trainer {
     if (state.order.length !== examples.length) {
       throw new Error(`the checkpoint's data order covers ${state.order.length} examples, the data has ${examples.length}; resume with the same data`);
     }
-    this.abar = alphasCumprod(scheduler);
+    this.schedule = noiseSchedule(scheduler);
     this.params = this.allWeights ? [...unet.trainAllWeights().values()] : unet.lora!.params();
     this.optimizer = new AdamW(gpu, this.params, moments);
   }
@@ -272,7 +273,7 @@ export class Trainer {
   private async microBatch(rows: TermRef[], t: number[], eps: Float32Array, grads: Map<Tensor, Tensor>) {
     const c = this.config;
     const { gpu, unet } = this;
-    const inputs = await batchTensors(gpu, this.features, rows, t, eps, this.abar);
+    const inputs = await batchTensors(gpu, this.features, rows, t, eps, this.schedule);
     const tape = new Tape();
     const owned: Tensor[] = [];
     try {
@@ -281,12 +282,12 @@ export class Trainer {
       owned.push(epsRef);
       unet.loraEnabled = true;
       const epsPolicy = await unet.forward(new Ctx(gpu, tape), inputs.xt, inputs.timesteps, inputs.ctx, { checkpoint: c.gradientCheckpointing });
-      const errPolicy = mseRows(epsPolicy, inputs.noise);
-      const errDiff = mseRowsDiff(epsPolicy, epsRef, inputs.noise);
+      const errPolicy = mseRows(epsPolicy, inputs.target);
+      const errDiff = mseRowsDiff(epsPolicy, epsRef, inputs.target);
       owned.push(epsPolicy, errPolicy, errDiff);
       const loss = tpoLoss(gpu, errPolicy, errDiff, { method: c.method, beta: c.beta, kappa: c.kappa, lambdaD: c.lambdaD, lambdaU: c.lambdaU }, 1 / c.gradAccum);
       owned.push(loss.dErrPolicy, loss.metrics);
-      const dEps = mseRowsBackward(epsPolicy, inputs.noise, loss.dErrPolicy);
+      const dEps = mseRowsBackward(epsPolicy, inputs.target, loss.dErrPolicy);
       owned.push(dEps);
       const micro = tape.backward(epsPolicy, dEps);
       for (const [p, g] of micro) accumulate(grads, p, g);
@@ -307,16 +308,16 @@ export class Trainer {
    */
   private async denoisingMicroBatch(rows: TermRef[], t: number[], eps: Float32Array, grads: Map<Tensor, Tensor>): Promise<StepMetrics> {
     const { gpu, unet } = this;
-    const inputs = await rowTensors(gpu, this.features, rows, t, eps, this.abar);
+    const inputs = await rowTensors(gpu, this.features, rows, t, eps, this.schedule);
     const tape = new Tape();
     const owned: Tensor[] = [];
     try {
       const out = await unet.forward(new Ctx(gpu, tape), inputs.xt, inputs.timesteps, inputs.ctx, { checkpoint: this.config.gradientCheckpointing });
-      const err = mseRows(out, inputs.noise);
+      const err = mseRows(out, inputs.target);
       owned.push(out, err);
       // d loss / d err_i = 1 / B for the mean over rows, and 1 / gradAccum for the mean over micro-batches.
       const dErr = Tensor.from(gpu, new Float32Array(rows.length).fill(1 / (rows.length * this.config.gradAccum)), [rows.length]);
-      const dOut = mseRowsBackward(out, inputs.noise, dErr);
+      const dOut = mseRowsBackward(out, inputs.target, dErr);
       owned.push(dErr, dOut);
       const micro = tape.backward(out, dOut);
       for (const [p, g] of micro) accumulate(grads, p, g);

@@ -8,7 +8,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { alphasCumprod, SD15_SCHEDULER } from '../../src/diffusion/schedule';
+import { noiseSchedule, SD15_SCHEDULER } from '../../src/diffusion/schedule';
 import type { Gpu } from '../../src/gpu/gpu';
 import { dirModelFiles } from '../../src/models/model-files-node';
 import { loadUNet, UNet, unetParams, type UNetConfig } from '../../src/models/unet';
@@ -17,7 +17,7 @@ import { encodeStateDict } from '../../src/models/weights';
 import { mseRows, mseRowsBackward } from '../../src/nn/ops/reduce';
 import { Ctx, Tape } from '../../src/nn/tape';
 import { Tensor } from '../../src/nn/tensor';
-import { rowTensors, type Features } from '../../src/tpo/batch';
+import { loadRows, rowTensors, type Features } from '../../src/tpo/batch';
 import { loadWeightsCheckpoint, resumeCheck, saveCheckpoint, saveWeightsCheckpoint } from '../../src/tpo/checkpoint';
 import type { TrainExample } from '../../src/tpo/examples';
 import { MemoryFeatureStore } from '../../src/tpo/features';
@@ -184,23 +184,42 @@ describe("Trainer with trainable: 'all'", () => {
     validateTrainConfig(fullConfig());
   });
 
+  it('a v_prediction model regresses v = sqrt(abar) eps - sqrt(1 - abar) x0; an epsilon model the noise itself', async () => {
+    const gpu = await testGpu();
+    const rows = [examples[0].w, examples[1].w];
+    const t = [20, 950];
+    const eps = normals(drawRandom(9, 'target'), 2 * 4 * 64);
+    const { x0 } = await loadRows(data, rows);
+    for (const prediction of ['epsilon', 'v_prediction'] as const) {
+      const schedule = noiseSchedule({ ...SD15_SCHEDULER, prediction_type: prediction });
+      const inputs = await rowTensors(gpu, data, rows, t, eps, schedule);
+      const target = await inputs.target.read();
+      inputs.release();
+      const want = eps.map((e, i) => {
+        if (prediction === 'epsilon') return e;
+        const a = schedule.abar[t[Math.floor(i / 256)]];
+        return Math.sqrt(a) * e - Math.sqrt(1 - a) * x0[i];
+      });
+      expect(Math.max(...target.map((v, i) => Math.abs(v - want[i]))), prediction).toBeLessThan(1e-5);
+    }
+  });
+
   it('overfits a fixed batch: 6 AdamW steps on every weight cut its denoising loss by more than half', { timeout: 300_000 }, async () => {
     // The trainer draws fresh noise every step (and learns slowly from it, as diffusion training does); a
     // batch that never changes shows the optimisation itself: the same tape and AdamW the trainer runs.
     const gpu = await testGpu();
     const unet = randomUNet(gpu, 2);
-    const abar = alphasCumprod(SD15_SCHEDULER);
-    const fixed = await rowTensors(gpu, data, [examples[0].w, examples[1].w], [300, 700], normals(drawRandom(8, 'fixed'), 2 * 4 * 64), abar);
+    const fixed = await rowTensors(gpu, data, [examples[0].w, examples[1].w], [300, 700], normals(drawRandom(8, 'fixed'), 2 * 4 * 64), noiseSchedule());
     const weights = [...unet.trainAllWeights().values()];
     const optimizer = new AdamW(gpu, weights);
     const losses: number[] = [];
     try {
       for (let step = 1; step <= 6; step++) {
         const tape = new Tape();
-        const { out, err, loss } = await denoisingLoss(gpu, unet, [fixed.xt, fixed.timesteps, fixed.ctx, fixed.noise], tape);
+        const { out, err, loss } = await denoisingLoss(gpu, unet, [fixed.xt, fixed.timesteps, fixed.ctx, fixed.target], tape);
         losses.push(loss);
         const dErr = Tensor.from(gpu, [0.5, 0.5], [2]);
-        const dOut = mseRowsBackward(out, fixed.noise, dErr);
+        const dOut = mseRowsBackward(out, fixed.target, dErr);
         const grads = tape.backward(out, dOut);
         const normSq = await optimizer.step(grads, step, { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0 });
         expect(Number.isFinite(normSq)).toBe(true);
@@ -208,7 +227,7 @@ describe("Trainer with trainable: 'all'", () => {
         tape.dispose();
         for (const x of [out, err, dErr, dOut]) x.release();
       }
-      const { out, err, loss } = await denoisingLoss(gpu, unet, [fixed.xt, fixed.timesteps, fixed.ctx, fixed.noise], null);
+      const { out, err, loss } = await denoisingLoss(gpu, unet, [fixed.xt, fixed.timesteps, fixed.ctx, fixed.target], null);
       out.release();
       err.release();
       console.log(`fixed-batch loss by step: ${[...losses, loss].map((l) => l.toFixed(4)).join(' ')}`);

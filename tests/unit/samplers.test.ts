@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { addPngText, crc32, readPngText } from '../../src/data/png-text';
 import { createSampler, type SamplerName } from '../../src/diffusion/samplers';
 import { a1111Parameters, DEFAULT_SAMPLE_SETTINGS, imageGrid, imagesToRgba, startLatents } from '../../src/diffusion/pipeline';
-import { alphasCumprod, ddimTimesteps, SD15_SCHEDULER, type SchedulerConfig } from '../../src/diffusion/schedule';
+import { addNoise, alphasCumprod, ddimTimesteps, epsilonFromVelocity, noiseSchedule, SD15_SCHEDULER, type SchedulerConfig, velocity } from '../../src/diffusion/schedule';
 import { Tensor } from '../../src/nn/tensor';
 import { drawRandom, normals } from '../../src/tpo/random';
 import { encodePng } from '../../src/cli/sample';
@@ -38,7 +38,7 @@ const FOLDER: SchedulerConfig = { ...SD15_SCHEDULER, timestep_spacing: undefined
  * jumps to noise level 0 with the model's x0 prediction, which is not the reverse process's answer, so the
  * comparison with the exact path is made one step before.
  */
-async function solve(name: SamplerName, steps: number, noise: Float32Array, eta = 0): Promise<{ final: Float32Array; before: Float32Array; abarBefore: number }> {
+async function solve(name: SamplerName, steps: number, noise: Float32Array, eta = 0, head: 'epsilon' | 'v' = 'epsilon'): Promise<{ final: Float32Array; before: Float32Array; abarBefore: number }> {
   const gpu = await testGpu();
   const sampler = createSampler(name, steps, FOLDER, { eta });
   const shape = [1, noise.length];
@@ -49,7 +49,17 @@ async function solve(name: SamplerName, steps: number, noise: Float32Array, eta 
     const a = abarAt(sampler.timesteps[i]);
     const vp = (await x.read()).map((v) => v * sampler.inputScale(i));
     if (i === steps - 1) [before, abarBefore] = [vp, a];
-    const eps = Tensor.from(gpu, vp.map((v) => (Math.sqrt(1 - a) * (v - Math.sqrt(a) * MU)) / (a * S * S + 1 - a)), shape);
+    const idealEps = vp.map((v) => (Math.sqrt(1 - a) * (v - Math.sqrt(a) * MU)) / (a * S * S + 1 - a));
+    let eps: Tensor;
+    if (head === 'epsilon') {
+      eps = Tensor.from(gpu, idealEps, shape);
+    } else {
+      // The same model with a velocity head: v = sqrt(a) eps - sqrt(1 - a) x0, with x0 = (x - sqrt(1 - a) eps) / sqrt(a).
+      const v = Tensor.from(gpu, vp.map((x, j) => Math.sqrt(a) * idealEps[j] - (Math.sqrt(1 - a) * (x - Math.sqrt(1 - a) * idealEps[j])) / Math.sqrt(a)), shape);
+      const input = Tensor.from(gpu, vp, shape);
+      eps = epsilonFromVelocity(v, input, sampler.alphaBar(i));
+      for (const z of [v, input]) z.release();
+    }
     const next = sampler.step(x, eps, i, () => Tensor.from(gpu, normals(drawRandom(11, 'eta', i), noise.length), shape));
     eps.release();
     x.release();
@@ -101,6 +111,36 @@ describe('samplers on a Gaussian model with a known answer', () => {
     }
   });
 
+  it('v = sqrt(abar) eps - sqrt(1 - abar) x0 per row, and the noise read back from v and x_t', async () => {
+    const gpu = await testGpu();
+    const n = 16;
+    const [x0, eps] = [normals(drawRandom(1, 'x0'), 2 * n), normals(drawRandom(2, 'eps'), 2 * n)];
+    const t = [10, 990];
+    const [x0T, epsT] = [Tensor.from(gpu, x0, [2, n]), Tensor.from(gpu, eps, [2, n])];
+    const xt = addNoise(x0T, epsT, t, abar);
+    const v = velocity(x0T, epsT, t, abar);
+    const [xtV, vV] = [await xt.read(), await v.read()];
+    for (const [b, tb] of t.entries()) {
+      const want = Array.from({ length: n }, (_, j) => Math.sqrt(abar[tb]) * eps[b * n + j] - Math.sqrt(1 - abar[tb]) * x0[b * n + j]);
+      expect(maxError(vV.subarray(b * n, (b + 1) * n), want)).toBeLessThan(1e-5);
+      const [vRow, xRow] = [Tensor.from(gpu, vV.subarray(b * n, (b + 1) * n), [1, n]), Tensor.from(gpu, xtV.subarray(b * n, (b + 1) * n), [1, n])];
+      const back = epsilonFromVelocity(vRow, xRow, abar[tb]);
+      expect(maxError(await back.read(), eps.subarray(b * n, (b + 1) * n))).toBeLessThan(1e-5);
+      for (const z of [vRow, xRow, back]) z.release();
+    }
+    expect(noiseSchedule({ ...SD15_SCHEDULER, prediction_type: 'v_prediction' }).prediction).toBe('v_prediction');
+    expect(noiseSchedule().prediction).toBe('epsilon');
+    for (const z of [x0T, epsT, xt, v]) z.release();
+  });
+
+  it('a v_prediction model read as eps (alphaBar of each step) takes every sampler to the same images', async () => {
+    for (const name of ['ddim', 'euler', 'dpmpp-2m'] as const) {
+      for (let i = 0; i < 10; i++) expect(createSampler(name, 10, FOLDER).alphaBar(i), `${name} step ${i}`).toBeCloseTo(abarAt(createSampler(name, 10, FOLDER).timesteps[i]), 12);
+      const [e, v] = [await solve(name, 10, noise), await solve(name, 10, noise, 0, 'v')];
+      expect(maxError(v.final, e.final), name).toBeLessThan(1e-4);
+    }
+  });
+
   it('the second-order solver beats the first-order ones at 10 steps', async () => {
     const errors: Record<string, number> = {};
     for (const name of ['ddim', 'euler', 'dpmpp-2m'] as const) errors[name] = await pathError(name, 10);
@@ -141,7 +181,8 @@ describe('timesteps as diffusers spaces them', () => {
   });
 
   it('refuses what it does not implement, with the key', () => {
-    expect(() => createSampler('ddim', 10, { ...SD15_SCHEDULER, prediction_type: 'v_prediction' })).toThrow(/prediction_type v_prediction/);
+    expect(() => createSampler('ddim', 10, { ...SD15_SCHEDULER, prediction_type: 'sample' })).toThrow(/prediction_type sample/);
+    createSampler('ddim', 10, { ...SD15_SCHEDULER, prediction_type: 'v_prediction' });
     expect(() => createSampler('ddim', 10, { ...SD15_SCHEDULER, clip_sample: true })).toThrow(/clip_sample/);
     expect(() => createSampler('ddim', 0, SD15_SCHEDULER)).toThrow(/steps/);
     expect(() => createSampler('ddim', 10, { ...SD15_SCHEDULER, timestep_spacing: 'karras' })).toThrow(/timestep_spacing karras/);
