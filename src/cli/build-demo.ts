@@ -16,7 +16,7 @@ const OPTIONS: OptionTable = {
   seed: { type: 'string', value: 'S', description: 'seed of the data, the first weights and every draw', default: '0' },
   quick: { type: 'boolean', description: 'tiny networks, 4 images, a step or two of training: a test of the whole path, not a useful model' },
   images: { type: 'string', value: 'N', description: 'training images (default: 256; --quick: 4)' },
-  'unet-steps': { type: 'string', value: 'N', description: 'UNet training steps (default: 600; --quick: 2)' },
+  'unet-steps': { type: 'string', value: 'N', description: 'UNet training steps (default: 1000; --quick: 2)' },
   'checkpoint-every': { type: 'string', value: 'N', description: 'steps between training checkpoints and progress lines (default: 25; --quick: 1)' },
   help: { type: 'boolean', short: 'h', description: 'show this help' },
 };

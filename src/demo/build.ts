@@ -90,20 +90,18 @@ export function demoSettings(options: { quick?: boolean; seed?: number; images?:
         checkpointEvery: 1,
         dtype: 'F16',
       }
-    : // Sized to about 70 minutes on a 2-core machine without a GPU (SwiftShader), from times measured there:
-      // about 1 s per image to prepare its latent and text states, 0.8 s per UNet row-step at 16 x 16 latents
-      // (6.4 s per step of 8). Cross-attention only at the 8 x 8 level: at 16 x 16 it cost more than the
-      // rest of the step. A network of 16 / 32 / 32 channels takes 2.5x less per row than 32 / 64 / 64, so
-      // the same time buys 2.5x the steps. Built once at these settings (75 min): the UNet denoises noised
-      // training latents but does not yet draw from pure noise (README, "Not yet: a demo model that draws").
-      // Those times predate the CPU adapter's kernels (BENCHMARKS.md, 2026-12-03), which run this UNet's
-      // step about 1.8x faster: the same two hours now hold about twice the steps.
+    : // Sized to about an hour on a 2-core machine without a GPU (SwiftShader), as measured there with the CPU
+      // adapter's kernels (2026-12-03): 36 s for the VAE, 2.5 min to prepare the 256 images' (and 26 empty
+      // captions') latents and text states, 3.4-3.8 s per UNet step of 8 at 16 x 16 latents. Cross-attention
+      // only at the 8 x 8 level: at 16 x 16 it cost more than the rest of the step. A network of 16 / 32 / 32
+      // channels takes 2.5x less per row than 32 / 64 / 64, so the same time buys 2.5x the steps. Built at
+      // these settings (62 min), the UNet does not yet draw shapes (README, "Not yet: a demo model that draws").
       {
         seed: 0,
         images: 256,
         text: { hidden: 64, layers: 2, heads: 2, intermediate: 256 },
         vae: { channels: [8, 8, 8], layersPerBlock: 1, groups: 1 },
-        unet: { channels: [16, 32, 32], crossAttention: [false, true, false], layersPerBlock: 1, groups: 8, heads: 2, steps: 600, batch: 8, lr: 1e-3, warmup: 50, unconditionalEvery: 10 },
+        unet: { channels: [16, 32, 32], crossAttention: [false, true, false], layersPerBlock: 1, groups: 8, heads: 2, steps: 1000, batch: 8, lr: 1e-3, warmup: 50, unconditionalEvery: 10 },
         checkpointEvery: 25,
         dtype: 'F16',
       };
