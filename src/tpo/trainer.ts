@@ -302,7 +302,7 @@ export class Trainer {
 
   /**
    * Forward and backward of one micro-batch of the denoising loss, mean_i mean((eps_theta(x_t, t, c) -
-   * eps)^2) over its B rows (SFT's loss, on every weight); the gradients are added into `grads`. Only the
+   * target)^2) over its B rows, the target being eps, or v for a v_prediction model (SFT's loss, on every weight); the gradients are added into `grads`. Only the
    * loss and errPolicyW (the same value) mean anything in its metrics: there is no reference model and no
    * mismatched row, so those fields are NaN.
    */
