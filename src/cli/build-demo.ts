@@ -17,11 +17,12 @@ const OPTIONS: OptionTable = {
   quick: { type: 'boolean', description: 'tiny networks, 4 images, a step or two of training: a test of the whole path, not a useful model' },
   images: { type: 'string', value: 'N', description: 'training images (default: 256; --quick: 4)' },
   'unet-steps': { type: 'string', value: 'N', description: 'UNet training steps (default: 1000; --quick: 2)' },
+  'unet-batch': { type: 'string', value: 'N', description: 'images per UNet step (default: 8; --quick: 1)' },
   'checkpoint-every': { type: 'string', value: 'N', description: 'steps between training checkpoints and progress lines (default: 25; --quick: 1)' },
   help: { type: 'boolean', short: 'h', description: 'show this help' },
 };
 
-const USAGE = 'tpo-lab build-demo --out DIR [--work DIR] [--seed S] [--quick] [--images N] [--unet-steps N]\n       [--checkpoint-every N]';
+const USAGE = 'tpo-lab build-demo --out DIR [--work DIR] [--seed S] [--quick] [--images N] [--unet-steps N]\n       [--unet-batch N] [--checkpoint-every N]';
 
 const DESCRIPTION = `Builds the lab's demo model from nothing but its seed: a CLIP tokenizer for the shapes
 world's words, a CLIP text encoder fixed from the seed, an AutoencoderKL constructed for the shapes world's flat colours
@@ -72,6 +73,7 @@ async function runBuildDemo(argv: string[], io: CliIO): Promise<number> {
     seed: intOpt(values, 'seed', 0, 0),
     images: intOpt(values, 'images', 1, defaults.images),
     unetSteps: intOpt(values, 'unet-steps', 1, defaults.unet.steps),
+    unetBatch: intOpt(values, 'unet-batch', 1, defaults.unet.batch),
     checkpointEvery: intOpt(values, 'checkpoint-every', 1, defaults.checkpointEvery),
   });
   const outFiles = folderFiles(out);

@@ -15,6 +15,8 @@ export interface SchedulerConfig {
   prediction_type?: string;
   clip_sample?: boolean;
   thresholding?: boolean;
+  /** diffusers' rescale_betas_zero_snr: shift and scale sqrt(abar) so that the last timestep is pure noise. */
+  rescale_betas_zero_snr?: boolean;
 }
 
 export const SD15_SCHEDULER: SchedulerConfig = {
@@ -28,7 +30,21 @@ export const SD15_SCHEDULER: SchedulerConfig = {
   prediction_type: 'epsilon',
 };
 
-/** abar_t = prod_{i <= t} (1 - beta_i), float64. */
+/**
+ * abar at the last timestep of a zero-terminal-SNR schedule: 2^-24 instead of 0, as diffusers'
+ * EulerDiscreteScheduler sets it, so that sigma = sqrt((1 - abar) / abar) stays finite and every sampler can
+ * read the UNet's output as noise (with abar 0 the x0 that a noise prediction implies is 0 / 0). The signal
+ * left, sqrt(2^-24) = 0.00024 of x0, is below anything a UNet can read.
+ */
+export const ZERO_SNR_ALPHA_BAR = 2 ** -24;
+
+/**
+ * abar_t = prod_{i <= t} (1 - beta_i), float64. With rescale_betas_zero_snr (Lin et al. 2024, "Common
+ * Diffusion Noise Schedules and Sample Steps are Flawed"; diffusers' rescale_zero_terminal_snr), sqrt(abar)
+ * is shifted to reach 0 at the last timestep and scaled to keep its first value: SD1.5's schedule leaves
+ * sqrt(abar) = 0.068 of the image in x_999, which a model learns to read (an image's mean colour, over 256
+ * latent positions, stands out of the noise), while sampling starts from noise that holds none of it.
+ */
 export function alphasCumprod(c: SchedulerConfig = SD15_SCHEDULER): Float64Array {
   const n = c.num_train_timesteps;
   const betas = new Float64Array(n);
@@ -45,6 +61,12 @@ export function alphasCumprod(c: SchedulerConfig = SD15_SCHEDULER): Float64Array
   const out = new Float64Array(n);
   let prod = 1;
   for (let i = 0; i < n; i++) out[i] = prod *= 1 - betas[i];
+  if (c.rescale_betas_zero_snr) {
+    const first = Math.sqrt(out[0]);
+    const last = Math.sqrt(out[n - 1]);
+    for (let i = 0; i < n; i++) out[i] = (((Math.sqrt(out[i]) - last) * first) / (first - last)) ** 2;
+    out[n - 1] = ZERO_SNR_ALPHA_BAR;
+  }
   return out;
 }
 
@@ -92,6 +114,8 @@ export type PredictionType = 'epsilon' | 'v_prediction';
 export function predictionType(c: SchedulerConfig): PredictionType {
   const p = c.prediction_type ?? 'epsilon';
   if (p !== 'epsilon' && p !== 'v_prediction') throw new Error(`scheduler config: prediction_type ${p} is not supported (use epsilon or v_prediction)`);
+  // At zero SNR x_999 is the noise itself: predicting it is trivial and says nothing of the image.
+  if (c.rescale_betas_zero_snr && p !== 'v_prediction') throw new Error('scheduler config: rescale_betas_zero_snr needs prediction_type v_prediction (at zero SNR the noise is the input, and predicting it says nothing of the image)');
   return p;
 }
 

@@ -74,12 +74,15 @@ describe('tpo-lab build-demo --quick', () => {
     expect(written.sort()).toEqual([...DEMO_MODEL_FILES].sort());
     expect(readdirSync(out, { recursive: true }).some((f) => String(f).endsWith('.partial'))).toBe(false);
     // Every config has at least the keys diffusers / transformers wrote into the tiny golden folder.
-    for (const file of ['model_index.json', 'scheduler/scheduler_config.json', 'text_encoder/config.json', 'unet/config.json', 'vae/config.json', 'tokenizer/tokenizer_config.json', 'tokenizer/special_tokens_map.json']) {
+    for (const file of ['model_index.json', 'text_encoder/config.json', 'unet/config.json', 'vae/config.json', 'tokenizer/tokenizer_config.json', 'tokenizer/special_tokens_map.json']) {
       const missing = Object.keys(json(path.join(TINY, file))).filter((k) => !(k in json(path.join(out, file))));
       expect(missing, file).toEqual([]);
     }
-    // SD1.5's scheduler, except that the demo's UNet predicts v.
-    expect(json(path.join(out, 'scheduler/scheduler_config.json'))).toEqual({ ...json(path.join(TINY, 'scheduler/scheduler_config.json')), prediction_type: 'v_prediction' });
+    // SD1.5's schedule as a DDIMScheduler (PNDM's skip_prk_steps dropped), with a v head, zero terminal SNR and
+    // sampling from t = 999.
+    const { skip_prk_steps: _pndmOnly, ...sd15 } = json(path.join(TINY, 'scheduler/scheduler_config.json')) as Record<string, unknown>;
+    expect(json(path.join(out, 'scheduler/scheduler_config.json'))).toEqual({ ...sd15, _class_name: 'DDIMScheduler', prediction_type: 'v_prediction', rescale_betas_zero_snr: true, timestep_spacing: 'trailing' });
+    expect(json(path.join(out, 'model_index.json')).scheduler).toEqual(['diffusers', 'DDIMScheduler']);
     // The text encoder is fixed from the seed and the tokenizer from the words: the stopped build wrote the same.
     for (const file of ['text_encoder/model.safetensors', 'tokenizer/vocab.json', 'tokenizer/merges.txt']) {
       expect(readFileSync(path.join(out, file)).equals(readFileSync(path.join(tmp, 'part', file))), file).toBe(true);

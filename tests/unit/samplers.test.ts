@@ -21,8 +21,9 @@ const maxError = (a: ArrayLike<number>, b: ArrayLike<number>) => Math.max(...Arr
 const noise = normals(drawRandom(5, 'test'), 256);
 const S = 0.5;
 const abar = alphasCumprod(SD15_SCHEDULER);
+const ABAR = abar;
 /** abar at a possibly fractional timestep, through sigma as Euler interpolates it. */
-function abarAt(t: number): number {
+function abarAt(t: number, abar = ABAR): number {
   const sig = (i: number) => Math.sqrt((1 - abar[i]) / abar[i]);
   const lo = Math.floor(t);
   const s = sig(lo) + (t - lo) * (sig(Math.min(lo + 1, 999)) - sig(lo));
@@ -31,6 +32,8 @@ function abarAt(t: number): number {
 
 /** A folder's config without its own timestep_spacing: each sampler spaces steps as diffusers' default. */
 const FOLDER: SchedulerConfig = { ...SD15_SCHEDULER, timestep_spacing: undefined };
+/** The demo model's schedule: zero terminal SNR, a v head, sampling from t = 999. */
+const ZERO_SNR: SchedulerConfig = { ...SD15_SCHEDULER, rescale_betas_zero_snr: true, timestep_spacing: 'trailing', prediction_type: 'v_prediction' };
 
 /**
  * Runs a sampler on the Gaussian model from standard normal `noise`. Returns the final sample and the one
@@ -38,15 +41,16 @@ const FOLDER: SchedulerConfig = { ...SD15_SCHEDULER, timestep_spacing: undefined
  * jumps to noise level 0 with the model's x0 prediction, which is not the reverse process's answer, so the
  * comparison with the exact path is made one step before.
  */
-async function solve(name: SamplerName, steps: number, noise: Float32Array, eta = 0, head: 'epsilon' | 'v' = 'epsilon'): Promise<{ final: Float32Array; before: Float32Array; abarBefore: number }> {
+async function solve(name: SamplerName, steps: number, noise: Float32Array, eta = 0, head: 'epsilon' | 'v' = 'epsilon', config = FOLDER): Promise<{ final: Float32Array; before: Float32Array; abarBefore: number }> {
   const gpu = await testGpu();
-  const sampler = createSampler(name, steps, FOLDER, { eta });
+  const sampler = createSampler(name, steps, config, { eta });
+  const table = alphasCumprod(config);
   const shape = [1, noise.length];
   let x = Tensor.from(gpu, noise.map((v) => v * sampler.initNoiseSigma), shape);
   let before = new Float32Array(0);
   let abarBefore = 0;
   for (let i = 0; i < sampler.timesteps.length; i++) {
-    const a = abarAt(sampler.timesteps[i]);
+    const a = abarAt(sampler.timesteps[i], table);
     const vp = (await x.read()).map((v) => v * sampler.inputScale(i));
     if (i === steps - 1) [before, abarBefore] = [vp, a];
     const idealEps = vp.map((v) => (Math.sqrt(1 - a) * (v - Math.sqrt(a) * MU)) / (a * S * S + 1 - a));
@@ -72,9 +76,9 @@ async function solve(name: SamplerName, steps: number, noise: Float32Array, eta 
 }
 
 /** Where the exact reverse process takes the start at noise level `end`: the same z-score under that law. */
-function exact(name: SamplerName, steps: number, noise: Float32Array, end: number): Float64Array {
-  const sampler = createSampler(name, steps, FOLDER);
-  const a = abarAt(sampler.timesteps[0]);
+function exact(name: SamplerName, steps: number, noise: Float32Array, end: number, config = FOLDER): Float64Array {
+  const sampler = createSampler(name, steps, config);
+  const a = abarAt(sampler.timesteps[0], alphasCumprod(config));
   const start = (v: number) => v * sampler.initNoiseSigma * sampler.inputScale(0);
   return Float64Array.from(noise, (v) => {
     const z = (start(v) - Math.sqrt(a) * MU) / Math.sqrt(a * S * S + 1 - a);
@@ -83,9 +87,9 @@ function exact(name: SamplerName, steps: number, noise: Float32Array, end: numbe
 }
 
 /** The path's error one step before the end. */
-async function pathError(name: SamplerName, steps: number): Promise<number> {
-  const r = await solve(name, steps, noise);
-  return maxError(r.before, exact(name, steps, noise, r.abarBefore));
+async function pathError(name: SamplerName, steps: number, head: 'epsilon' | 'v' = 'epsilon', config = FOLDER): Promise<number> {
+  const r = await solve(name, steps, noise, 0, head, config);
+  return maxError(r.before, exact(name, steps, noise, r.abarBefore, config));
 }
 
 
@@ -139,6 +143,31 @@ describe('samplers on a Gaussian model with a known answer', () => {
       const [e, v] = [await solve(name, 10, noise), await solve(name, 10, noise, 0, 'v')];
       expect(maxError(v.final, e.final), name).toBeLessThan(1e-4);
     }
+  });
+
+  it('zero terminal SNR (rescale_betas_zero_snr): pure noise at t = 999, and every sampler still follows the exact path', async () => {
+    const rescaled = alphasCumprod(ZERO_SNR);
+    // sqrt(abar) shifted to 0 at the end and scaled to keep its start (diffusers' rescale_zero_terminal_snr);
+    // the last value is 2^-24, not 0, so that samplers can divide by it.
+    expect(rescaled[0]).toBeCloseTo(abar[0], 15);
+    expect(rescaled[999]).toBe(2 ** -24);
+    const k = Math.sqrt(abar[0]) / (Math.sqrt(abar[0]) - Math.sqrt(abar[999]));
+    for (const t of [1, 250, 500, 998]) expect(Math.sqrt(rescaled[t])).toBeCloseTo(k * (Math.sqrt(abar[t]) - Math.sqrt(abar[999])), 12);
+    for (let t = 1; t < 1000; t++) expect(rescaled[t]).toBeLessThan(rescaled[t - 1]);
+    expect(Math.sqrt(abar[999])).toBeGreaterThan(0.06); // what SD1.5's schedule leaves of the image
+    // The start (t = 999 with trailing spacing) holds no image, so the exact path maps each noise value
+    // to the data's quantile of the same z-score; a v head gets every sampler there.
+    for (const name of ['ddim', 'euler', 'dpmpp-2m'] as const) {
+      expect(createSampler(name, 10, ZERO_SNR).timesteps[0], name).toBe(999);
+      const [e10, e100] = [await pathError(name, 10, 'v', ZERO_SNR), await pathError(name, 100, 'v', ZERO_SNR)];
+      console.log(`zero SNR, ${name}: max error ${e10.toExponential(2)} at 10 steps, ${e100.toExponential(2)} at 100`);
+      expect(e100, name).toBeLessThan(name === 'dpmpp-2m' ? 1e-2 : 0.05);
+    }
+    const ddim = await solve('ddim', 100, noise, 0, 'v', ZERO_SNR);
+    expect(maxError(ddim.final, exact('ddim', 100, noise, abar[0], ZERO_SNR))).toBeLessThan(0.05);
+    // A noise prediction is refused with it: at zero SNR the noise is the input.
+    expect(() => createSampler('ddim', 10, { ...ZERO_SNR, prediction_type: 'epsilon' })).toThrow(/rescale_betas_zero_snr needs prediction_type v_prediction/);
+    expect(() => noiseSchedule({ ...ZERO_SNR, prediction_type: 'epsilon' })).toThrow(/rescale_betas_zero_snr/);
   });
 
   it('the second-order solver beats the first-order ones at 10 steps', async () => {
