@@ -8,6 +8,8 @@
 //   old ones, then one switch makes them current, then the old ones are removed.
 // `append` is for logs (metrics.jsonl): a crash may cut its last line short, which readers skip.
 
+import { formatBytes } from '../util/format';
+
 /** A folder of files. Paths are POSIX, relative to the folder, without '.' or '..' segments. */
 export interface Storage {
   /** For messages: where this is ("OPFS runs/run-3", "/home/me/out"). */
@@ -50,24 +52,12 @@ export class StorageFullError extends Error {
   ) {
     const free = estimate ? Math.max(0, estimate.quota - estimate.usage) : null;
     super(
-      `not enough storage to write ${where}: it needs ${formatSize(needed)}` +
-        (free !== null ? `, ${formatSize(free)} of ${formatSize(estimate!.quota)} is free` : '') +
+      `not enough storage to write ${where}: it needs ${formatBytes(needed)}` +
+        (free !== null ? `, ${formatBytes(free)} of ${formatBytes(estimate!.quota)} is free` : '') +
         '. Delete old runs, datasets or the feature cache (or free disk space), then resume: nothing stored before was lost.',
     );
     this.name = 'StorageFullError';
   }
-}
-
-export function formatSize(bytes: number): string {
-  if (bytes < 1024) return `${bytes} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = bytes / 1024;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${v.toFixed(v < 10 ? 2 : 1)} ${units[i]}`;
 }
 
 /** Splits a storage path into its segments, refusing ones that would leave the folder. */

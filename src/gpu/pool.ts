@@ -3,6 +3,8 @@
 // most 1/8 waste above 2 KiB, multiples of 256 bytes below), so a buffer may be larger than asked; kernels
 // are always given their true sizes.
 
+import { formatBytes } from '../util/format';
+
 export function sizeClass(byteLength: number): number {
   const size = Math.max(256, Math.ceil(byteLength / 4) * 4);
   const step = 2 ** Math.max(8, Math.floor(Math.log2(size)) - 3);
@@ -26,8 +28,8 @@ export class BufferPool {
     const max = this.device.limits.maxBufferSize;
     if (size > max) {
       throw new Error(
-        `A tensor of ${(byteLength / 2 ** 20).toFixed(1)} MiB exceeds this GPU's largest buffer ` +
-          `(${(max / 2 ** 20).toFixed(0)} MiB). Lower the resolution or batch size.`,
+        `A tensor of ${formatBytes(byteLength)} exceeds this GPU's largest buffer ` +
+          `(${formatBytes(max)}). Lower the resolution or batch size.`,
       );
     }
     let buffer = this.free.get(size)?.pop();

@@ -32,6 +32,7 @@
 // unet.ts or an op's backward changes, the shadow here must change with it (the test will say so).
 
 import { sizeClass } from '../gpu/pool';
+import { formatBytes } from '../util/format';
 import { clipTextParamShapes, type ClipTextConfig } from './clip-text';
 import { DEFAULT_TARGETS, loraTargets } from './lora';
 import { unetParams, type UNetConfig } from './unet';
@@ -953,14 +954,6 @@ export function planMemory(input: MemoryPlanInput): MemoryPlan {
     phases: step.phases,
     notResident,
   };
-}
-
-/** Bytes as MiB below 1 GiB, GiB above, the way the plan prints them. */
-export function formatBytes(bytes: number): string {
-  if (Math.abs(bytes) >= 2 ** 30) return `${(bytes / 2 ** 30).toFixed(2)} GiB`;
-  if (Math.abs(bytes) >= 2 ** 20) return `${(bytes / 2 ** 20).toFixed(1)} MiB`;
-  if (Math.abs(bytes) >= 2 ** 10) return `${(bytes / 2 ** 10).toFixed(1)} KiB`;
-  return `${bytes} B`;
 }
 
 /** Whether a plan fits a memory budget: judged on what the pool holds after a step (peak plus size-class reuse). */

@@ -1,7 +1,8 @@
 // The adapter's identity, the optional features the engine uses, and the limits that decide what fits.
 
 import type { AdapterReport } from '../worker/api';
-import { formatBytes, formatCount } from './format';
+import { formatCount } from './format';
+import { formatBytes } from '../util/format';
 
 const FEATURES: { name: string; present: string; absent: string }[] = [
   {

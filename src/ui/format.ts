@@ -1,19 +1,4 @@
-// Human-readable numbers and sizes for the screens.
-
-const BINARY_UNITS = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB'] as const;
-
-/** 268435456 -> "256 MiB", 4294967292 -> "4 GiB" (three significant digits, trailing zeros dropped). */
-export function formatBytes(bytes: number): string {
-  if (!Number.isFinite(bytes) || bytes < 0) return 'unknown';
-  let value = bytes;
-  let unit = 0;
-  while (value >= 1024 && unit < BINARY_UNITS.length - 1) {
-    value /= 1024;
-    unit++;
-  }
-  if (unit === 0) return `${bytes} ${bytes === 1 ? 'byte' : 'bytes'}`;
-  return `${Number(value.toPrecision(3))} ${BINARY_UNITS[unit]}`;
-}
+// Human-readable numbers for the screens (sizes: src/util/format.ts).
 
 /** What a dataset holds: "12 images", "30 pairs", "40 labelled images". */
 export function datasetSize(d: { kind: 'tpo' | 'dpo' | 'kto'; items: number }): string {

@@ -65,7 +65,7 @@ describe('opfsStorage in Chromium', () => {
     // un-overridden quota, so the message's "free" figure is not checked here.
     for (const [kind, r] of Object.entries({ write: full.write, writeNew: full.writeNew, append: full.append, writeFolder: full.writeFolder })) {
       expect(r, `${kind}${describeLog(b.log)}`).toMatchObject({ ok: false, name: 'StorageFullError', isStorageFull: true });
-      expect((r as { message: string }).message, kind).toMatch(/needs 2\.00 MiB/);
+      expect((r as { message: string }).message, kind).toMatch(/needs 2 MiB/);
       expect((r as { message: string }).message, kind).toMatch(/is free\. Delete old runs/);
     }
     expect(full.writeFolder).toMatchObject({ needed: size + '{"step":2}'.length });

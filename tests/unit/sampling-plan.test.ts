@@ -13,7 +13,7 @@ import { SD15_TEXT_ENCODER_CONFIG, SD15_UNET_CONFIG, SD15_VAE_CONFIG } from '../
 import { loadUNet, type UNetConfig } from '../../src/models/unet';
 import { vaeConfig } from '../../src/models/vae';
 import { readConfig } from '../../src/models/weights';
-import { formatBytes } from '../../src/models/memory-plan';
+import { formatBytes } from '../../src/util/format';
 import { GOLDENS } from '../helpers/goldens';
 
 const DIR = join(GOLDENS, 'tiny-sd15');

@@ -5,7 +5,7 @@
 import { useEffect, useId } from 'react';
 import type { LoraFormat } from '../../models/lora-io';
 import type { LoraInfo } from '../../worker/api';
-import { formatBytes } from '../format';
+import { formatBytes } from '../../util/format';
 import { useModelStore } from '../model/store';
 import { useExportStore } from './store';
 import { ErrorNotice } from '../ErrorNotice';

@@ -5,7 +5,8 @@
 import { type ChangeEvent, useEffect, useId, useState } from 'react';
 import { forgetModelFolder, recallModelFolder } from '../../app/model-sources';
 import type { EngineError, ModelInfo } from '../../worker/api';
-import { formatBytes, formatCount } from '../format';
+import { formatCount } from '../format';
+import { formatBytes } from '../../util/format';
 import { demoOpensAtStart, openDemoModel, setDemoOpensAtStart } from '../demo';
 import { GpuPanel } from '../GpuPanel';
 import { type PlanForm, useModelStore } from './store';

@@ -15,7 +15,7 @@ import { JudgeCard } from './JudgeCard';
 const choiceKey = (c: ScoreChoice | null) => (c === null ? '' : c.kind === 'base' ? 'base' : `step-${c.step}`);
 const parseChoice = (key: string): ScoreChoice | null => (key === 'base' ? { kind: 'base' } : key.startsWith('step-') ? { kind: 'step', step: Number(key.slice(5)) } : null);
 const pct = (x: number) => (Number.isFinite(x) ? `${Math.round(x * 100)}%` : '—');
-const num = (x: number) => (Number.isFinite(x) ? x.toFixed(4) : '—');
+const num = (x: number, digits = 4) => (Number.isFinite(x) ? x.toFixed(digits) : '—');
 
 export function ScoresScreen() {
   const runs = useTrainStore((s) => s.runs);
@@ -209,9 +209,10 @@ function PairTable({ set, onOpen }: { set: ScoreSet; onOpen(p: PairScore): void 
             </td>
             <td>{p.negative}</td>
             <td>{p.principle}</td>
-            <td className="num">{num(p.rewardW)}</td>
-            <td className="num">{num(p.rewardL)}</td>
-            <td className="num">{num(p.margin)}</td>
+            {/* Three decimals: the table's six columns fit half the screen when two sets are compared. */}
+            <td className="num">{num(p.rewardW, 3)}</td>
+            <td className="num">{num(p.rewardL, 3)}</td>
+            <td className="num">{num(p.margin, 3)}</td>
           </tr>
         ))}
       </tbody>

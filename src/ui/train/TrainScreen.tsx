@@ -8,7 +8,8 @@ import { useModelStore } from '../model/store';
 import { Chart } from './Chart';
 import { type PresetName, type RunView, type TrainForm, type TrainMethod, formFor, useTrainStore } from './store';
 import { ErrorNotice } from '../ErrorNotice';
-import { datasetSize, formatBytes, formatCount } from '../format';
+import { datasetSize, formatCount } from '../format';
+import { formatBytes } from '../../util/format';
 import { METHODS_FOR } from '../../tpo/examples';
 import type { RunInfo } from '../../worker/api';
 
