@@ -11,7 +11,7 @@
 // Platform-free (no node: imports): the app can build the demo data set in the browser too.
 
 import type { RgbaImage } from '../data/pixels';
-import { pick, seededRandom } from '../llm/random';
+import { pick, seededRandom } from '../util/random';
 
 export const SHAPE_KINDS = ['circle', 'square', 'triangle'] as const;
 export type ShapeKind = (typeof SHAPE_KINDS)[number];

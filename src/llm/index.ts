@@ -8,4 +8,4 @@ export * from './editor';
 export * from './rules';
 export * from './generate';
 export * from './settings';
-export { mulberry32, hashSeed, seededRandom } from './random';
+export { mulberry32, hashSeed, seededRandom } from '../util/random';

@@ -4,7 +4,7 @@
 // so the edit stays subtle. Deterministic: the same seed, caption, principle and index give the same edit.
 
 import { type Principle, type PrincipleChoice, PRINCIPLES } from '../data/vocabulary';
-import { pick, seededRandom } from './random';
+import { pick, seededRandom } from '../util/random';
 import type { CaptionEditor, EditRequest, EditResult } from './types';
 import { validateNegative, type ValidationOptions } from './validate';
 

@@ -9,7 +9,8 @@
 // Storage-agnostic: the files are returned as bytes, the CLI writes them to a folder, the app to OPFS.
 
 import type { Gpu } from '../gpu/gpu';
-import { decodeLora, encodeLora, type HostLora, loraFromHost, loraToHost, type LoraTrainingInfo, sha256HexSync } from '../models/lora-io';
+import { decodeLora, encodeLora, type HostLora, loraFromHost, loraToHost, type LoraTrainingInfo } from '../models/lora-io';
+import { sha256HexSync } from '../util/hash';
 import { kohyaName, loraTargets } from '../models/lora';
 import { memorySource, SafetensorsFile, fromFloat32, writeSafetensors } from '../models/safetensors';
 import { unetParams, type UNet } from '../models/unet';

@@ -10,6 +10,7 @@
 import type { DatasetItem, Negative } from '../data/types';
 import type { DpoRecord, KtoRecord } from '../data/preference-records';
 import type { LossMethod } from './losses';
+import { fnv1a } from '../util/random';
 
 export interface TermRef {
   /** Image path as the data file names it (resolved against the data file's folder by the caller). */
@@ -90,12 +91,7 @@ export function ktoExamples(records: readonly KtoRecord[]): TrainExample[] {
 
 /** FNV-1a of a string, in [0, 1): a stable, order-free way to put a group in a split. */
 function unitHash(text: string, seed: number): number {
-  let h = 0x811c9dc5 ^ seed;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193);
-  }
-  return (h >>> 0) / 4294967296;
+  return fnv1a(text, 0x811c9dc5 ^ seed) / 4294967296;
 }
 
 /**

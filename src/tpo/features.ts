@@ -11,7 +11,7 @@ import { clipTextForward } from '../models/clip-text';
 import type { ClipTokenizer } from '../models/tokenizer';
 import type { AutoencoderKL } from '../models/vae';
 import { vaeEncode } from '../models/vae';
-import { sha256HexSync } from '../models/lora-io';
+import { sha256HexSync } from '../util/hash';
 import { isIgnorableLdmKey, mapLdmKey, type Component, type LdmLayout } from '../models/ldm-keys';
 import type { SafetensorsFile } from '../models/safetensors';
 import type { ModelFiles } from '../models/weights';

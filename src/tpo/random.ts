@@ -1,5 +1,5 @@
 // The trainer's randomness, counter-based so that a run is reproducible and resumable from its step
-// number alone. Every draw comes from mulberry32 (src/llm/random.ts) seeded with the FNV-1a hash of the
+// number alone. Every draw comes from mulberry32 (src/util/random.ts) seeded with the FNV-1a hash of the
 // user's seed and a context that names the draw:
 //   data order of epoch e                 -> ("order", e): a Fisher-Yates shuffle of the example indices
 //   t and eps of micro-batch k of step s   -> ("noise", s, k): B timesteps, then B x C x H x W normals
@@ -7,7 +7,7 @@
 // eps is standard normal by Box-Muller. Nothing depends on state carried from an earlier draw, so a run
 // resumed at step s draws exactly what an uninterrupted run draws there.
 
-import { hashSeed, mulberry32 } from '../llm/random';
+import { hashSeed, mulberry32 } from '../util/random';
 
 export const RNG_ALGORITHM = 'mulberry32(fnv1a(seed, context)), Box-Muller normals';
 

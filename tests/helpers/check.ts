@@ -2,7 +2,7 @@
 // against central finite differences of the float64 reference forward.
 
 import { expect } from 'vitest';
-import { mulberry32 } from '../../src/llm/random';
+import { mulberry32 } from '../../src/util/random';
 
 /** A seeded generator, so every test sees the same data on every run. */
 export const rng = mulberry32;

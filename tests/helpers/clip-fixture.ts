@@ -9,7 +9,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ONNX_FLOAT, ONNX_INT64, writeOnnxModel, type OnnxGraph } from '../../src/judges/onnx-writer';
-import { seededRandom } from '../../src/llm/random';
+import { seededRandom } from '../../src/util/random';
 import { bytesToUnicode, CLIP_BOS, CLIP_EOS } from '../../src/models/tokenizer';
 
 export const FIXTURE_EMBED = 6; // token embedding width

@@ -10,7 +10,7 @@ import { decodeImageNode } from '../../src/data/decode-node';
 import { clipScore } from '../../src/judges/clip-judge';
 import { pearson, spearman } from '../../src/judges/correlation';
 import { clipPixelValues, parseClipImageConfig } from '../../src/judges/preprocess';
-import { seededRandom } from '../../src/llm/random';
+import { seededRandom } from '../../src/util/random';
 import { ClipTokenizer } from '../../src/models/tokenizer';
 import { FIXTURE_MERGES, FIXTURE_PREPROCESSOR, fixtureVocab, referenceImageEmbeds, referenceTextEmbeds, writeFixtureFolder, type FixtureWeights } from '../helpers/clip-fixture';
 import { runCli } from '../helpers/cli';

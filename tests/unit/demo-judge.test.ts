@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import type { RgbaImage } from '../../src/data/pixels';
 import { type FactKind, judgeShapes, type Judgement, summarizeJudgements } from '../../src/demo/judge';
 import { renderShapes, SHAPE_COLOURS, SHAPE_KINDS, type Shape, shapesCaption, shapesDataset, shapesScene, type ShapesScene, SINGLE_POSITIONS } from '../../src/demo/shapes';
-import { mulberry32, pick, seededRandom } from '../../src/llm/random';
+import { mulberry32, pick, seededRandom } from '../../src/util/random';
 
 /** The image with independent Gaussian noise of standard deviation `sigma` levels on each channel. */
 function addNoise(img: RgbaImage, sigma: number, seed: number): RgbaImage {

@@ -12,7 +12,7 @@ import { judgeSourceFromFiles, readJudgeFiles } from '../../src/judges/judge-fil
 import { averageRanks, pearson, spearman } from '../../src/judges/correlation';
 import { ONNX_FLOAT, writeOnnxModel, type OnnxGraph } from '../../src/judges/onnx-writer';
 import { clipPixelValues, parseClipImageConfig, pillowResizeRgb, shortestEdgeSize } from '../../src/judges/preprocess';
-import { seededRandom } from '../../src/llm/random';
+import { seededRandom } from '../../src/util/random';
 import { fixtureVocab, referenceImageEmbeds, referenceTextEmbeds, textGraph, visionGraph, writeFixtureFolder } from '../helpers/clip-fixture';
 import { tempDir } from '../helpers/llm/files';
 

@@ -2,7 +2,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { pluralize, RuleCaptionEditor, ruleEdit, SWAP_GROUPS } from '../../src/llm/rules';
-import { seededRandom } from '../../src/llm/random';
+import { seededRandom } from '../../src/util/random';
 import type { EditResult, PrincipleChoice } from '../../src/llm/types';
 import { validateNegative } from '../../src/llm/validate';
 

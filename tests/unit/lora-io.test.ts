@@ -20,8 +20,8 @@ import {
   loraToHost,
   pythonFloat,
   readLora,
-  sha256HexSync,
 } from '../../src/models/lora-io';
+import { sha256HexSync } from '../../src/util/hash';
 import { f16ToF32, f32ToF16, fromFloat32, memorySource, SafetensorsFile, type TensorToWrite, writeSafetensors } from '../../src/models/safetensors';
 import { openSafetensorsFile } from '../../src/models/safetensors-node';
 import { SD15_UNET_CONFIG } from '../../src/models/sd15-configs';
