@@ -3,8 +3,9 @@
 // public/demo. Training checkpoints go to a work folder (default OUT.work, beside OUT), so an interrupted
 // build run again with the same options continues where it stopped; delete the work folder to start over.
 
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import path from 'node:path';
+import { writeFileAtomic } from '../data/node-fs';
 import { buildDemo, type DemoBuildStorage, demoSettings } from '../demo/build';
 import { formatHelp, intOpt, type OptionTable, parseOptions, stringOpt, UsageError } from './args';
 import type { Command } from './command';
@@ -50,11 +51,8 @@ function folderFiles(root: string) {
       }
     },
     write: async (p: string, bytes: Uint8Array) => {
-      const file = path.join(root, p);
-      await mkdir(path.dirname(file), { recursive: true });
       // Written whole, then renamed: an interrupted build never leaves half a checkpoint file.
-      await writeFile(`${file}.partial`, bytes);
-      await rename(`${file}.partial`, file);
+      await writeFileAtomic(path.join(root, p), bytes);
     },
   };
 }

@@ -3,8 +3,8 @@
 // converts one format into the other. Every key and shape is checked against the UNet first.
 
 import { existsSync, realpathSync, statSync } from 'node:fs';
-import { rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { writeFileAtomic } from '../data/node-fs';
 import { decodeLora, encodeLora, LoraFileError, type LoraFormat } from '../models/lora-io';
 import { openSafetensorsFile } from '../models/safetensors-node';
 import { unetParams } from '../models/unet';
@@ -114,12 +114,9 @@ async function runExport(argv: string[], io: CliIO): Promise<number> {
 
   const bytes = encodeLora(decoded.lora, { format, dtype, metadata: decoded.metadata });
   // Atomic: a crash or a full disk never leaves half a LoRA under the final name.
-  const tmp = `${target}.tmp`;
   try {
-    await writeFile(tmp, bytes);
-    await rename(tmp, target);
+    await writeFileAtomic(target, bytes);
   } catch (e) {
-    await rm(tmp, { force: true });
     throw new Error(`${target}: cannot be written (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
 

@@ -10,6 +10,7 @@
 import { appendFile, mkdir, readdir, readFile, rename, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { joinStoragePath, pathParts, type Storage, StorageFullError, toBytes } from '../app/storage';
+import { writeFileAtomic } from '../data/node-fs';
 
 const isFull = (e: unknown) => {
   const code = (e as NodeJS.ErrnoException | null)?.code;
@@ -20,10 +21,9 @@ const isMissing = (e: unknown) => {
   return code === 'ENOENT' || code === 'ENOTDIR';
 };
 
-/** Temporary names this storage makes (hidden from list): `<file>.<pid>-<n>.tmp`, `<folder>.new`, `<folder>.old`. */
+/** Temporary names this storage makes (hidden from list): `<file>.<pid>-<n>.tmp` (writeFileAtomic), `<folder>.new`, `<folder>.old`. */
 const TMP_FILE = /\.\d+-\d+\.tmp$/;
 const STAGED_FOLDER = /\.(new|old)$/;
-let tmpCounter = 0;
 
 async function isDir(p: string): Promise<boolean> {
   try {
@@ -55,18 +55,6 @@ async function settle(target: string): Promise<void> {
   if (!(await isDir(target)) && (await isDir(`${target}.old`))) await rename(`${target}.old`, target);
 }
 
-async function writeAtomic(file: string, data: Uint8Array): Promise<void> {
-  await mkdir(path.dirname(file), { recursive: true });
-  const tmp = `${file}.${process.pid}-${tmpCounter++}.tmp`;
-  try {
-    await writeFile(tmp, data);
-    await rename(tmp, file);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
-}
-
 /** The folder `dir` (created on first write) as a Storage. */
 export function folderStorage(dir: string): Storage {
   const at = (p: string) => path.join(dir, ...pathParts(p));
@@ -88,7 +76,7 @@ export function folderStorage(dir: string): Storage {
       const bytes = toBytes(data);
       if (pathParts(p).length === 0) throw new Error(`${dir}: cannot write a file at the folder itself`);
       try {
-        await writeAtomic(at(p), bytes);
+        await writeFileAtomic(at(p), bytes);
       } catch (e) {
         if (isFull(e)) throw await full(p, bytes.length);
         throw e;

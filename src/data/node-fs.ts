@@ -1,7 +1,7 @@
 // Node adapters: a DatasetSource over a folder, importing from a path (folder or data file), atomic writes.
 // The only file-system code of the data layer; everything else works on browser File objects too.
 
-import { mkdir, open, readdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { importDataset, type ImportOptions } from './import';
 import { isAbsolutePath, isUrl } from './records';
@@ -100,10 +100,20 @@ export function absoluteImagePath(item: Pick<DatasetItem, 'image'>, root: string
   return isUrl(item.image) ? item.image : path.resolve(root, item.image);
 }
 
-/** Writes via a temporary file and a rename, so a reader never sees half a file. */
-export async function writeFileAtomic(file: string, text: string): Promise<void> {
+let tmpCounter = 0;
+
+/**
+ * Writes via a temporary file beside `file` and a rename, so a reader never sees half a file: a crash or a full
+ * disk leaves the old contents (and no temporary file) under the name.
+ */
+export async function writeFileAtomic(file: string, data: string | Uint8Array): Promise<void> {
   await mkdir(path.dirname(path.resolve(file)), { recursive: true });
-  const tmp = `${file}.${process.pid}.${Date.now()}.tmp`;
-  await writeFile(tmp, text, 'utf8');
-  await rename(tmp, file);
+  const tmp = `${file}.${process.pid}-${tmpCounter++}.tmp`;
+  try {
+    await writeFile(tmp, data);
+    await rename(tmp, file);
+  } catch (e) {
+    await rm(tmp, { force: true });
+    throw e;
+  }
 }

@@ -72,7 +72,7 @@ describe('tpo-lab build-demo --quick', () => {
     // Exactly the files the app fetches when it serves the folder (a server lists no folders).
     const written = readdirSync(out, { recursive: true }).map(String).filter((f) => statSync(path.join(out, f)).isFile());
     expect(written.sort()).toEqual([...DEMO_MODEL_FILES].sort());
-    expect(readdirSync(out, { recursive: true }).some((f) => String(f).endsWith('.partial'))).toBe(false);
+    expect(readdirSync(out, { recursive: true }).some((f) => String(f).endsWith('.tmp'))).toBe(false);
     // Every config has at least the keys diffusers / transformers wrote into the tiny golden folder.
     for (const file of ['model_index.json', 'text_encoder/config.json', 'unet/config.json', 'vae/config.json', 'tokenizer/tokenizer_config.json', 'tokenizer/special_tokens_map.json']) {
       const missing = Object.keys(json(path.join(TINY, file))).filter((k) => !(k in json(path.join(out, file))));
