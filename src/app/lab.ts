@@ -26,7 +26,7 @@ import { compareWithImplicit, embedAll, judgeCaptionPairs, type JudgedPair, judg
 import type { JudgeBackend } from '../judges/ort-session';
 import { type DecodedLora, decodeLora, encodeLora, type LoraFormat, loraFromHost } from '../models/lora-io';
 import { SafetensorsFile, memorySource } from '../models/safetensors';
-import { type MemoryPlan, planMemory, type TrainMethod } from '../models/memory-plan';
+import { type MemoryPlan, planMemory } from '../models/memory-plan';
 import { unetParams } from '../models/unet';
 import { preferHalfWeights } from '../models/weights';
 import { type DataKind, METHODS_FOR, splitExamples } from '../tpo/examples';
@@ -202,7 +202,6 @@ export interface JudgePairsResult {
 }
 
 /** The trainer's method names as the memory plan spells them. */
-const PLAN_METHOD: Record<TrainConfig['method'], TrainMethod> = { tdpo: 'tdpo', tkto: 'tkto', sft: 'sft', dpo: 'diffusion-dpo', kto: 'diffusion-kto' };
 
 /** How many times a run reopens a lost device and resumes from its checkpoint before it gives up. */
 const DEVICE_LOSS_RETRIES = 2;
@@ -296,7 +295,7 @@ export class Lab {
     const weightBytes = half ? 2 : 4;
     const plan = (checkpointing: boolean) => {
       try {
-        return planMemory({ unet: checked.unet, textEncoder: checked.text, vae: checked.vae, resolution: request.resolution, rank: request.rank, alpha: request.alpha, targets: request.targets, batch: request.batch, method: PLAN_METHOD[request.method], weightBytes, checkpointing });
+        return planMemory({ unet: checked.unet, textEncoder: checked.text, vae: checked.vae, resolution: request.resolution, rank: request.rank, alpha: request.alpha, targets: request.targets, batch: request.batch, method: request.method, weightBytes, checkpointing });
       } catch (e) {
         throw new InputError((e as Error).message);
       }

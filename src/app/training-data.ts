@@ -14,7 +14,7 @@ import type { Features } from '../tpo/batch';
 import { dataKindFor, dpoExamples, ktoExamples, type NegativeFilter, tpoExamples, type TrainExample } from '../tpo/examples';
 import { type FeatureStore, prepareFeatures, termsOf } from '../tpo/features';
 import { longCaptionProblem, smallImageProblem } from '../tpo/input-checks';
-import type { LossMethod } from '../tpo/losses';
+import type { LossMethod } from '../tpo/methods';
 import { InputError } from './errors';
 import type { ModelHandle } from './model';
 

@@ -7,7 +7,8 @@ import path from 'node:path';
 import { clipTextConfig, type ClipTextConfig } from '../models/clip-text';
 import { DEFAULT_TARGETS, OPTIONAL_TARGETS } from '../models/lora';
 import { planSampling } from '../diffusion/sampling-plan';
-import { type MemoryPlan, planMemory, TRAIN_METHODS, type TrainMethod } from '../models/memory-plan';
+import { type MemoryPlan, planMemory } from '../models/memory-plan';
+import { LOSS_METHODS, type LossMethod } from '../tpo/methods';
 import { formatBytes } from '../util/format';
 import { openSafetensorsFile } from '../models/safetensors-node';
 import { SD15_TEXT_ENCODER_CONFIG, SD15_UNET_CONFIG, SD15_VAE_CONFIG } from '../models/sd15-configs';
@@ -29,7 +30,7 @@ const OPTIONS: OptionTable = {
   alpha: { type: 'string', value: 'A', description: 'LoRA alpha (scales the update; no memory cost) (default: rank)' },
   batch: { type: 'string', value: 'B', description: 'examples per step', default: '1' },
   targets: { type: 'string', value: 'LIST', description: `comma-separated LoRA targets: ${[...DEFAULT_TARGETS, ...OPTIONAL_TARGETS].join(', ')}`, default: DEFAULT_TARGETS.join(',') },
-  method: { type: 'string', value: 'NAME', description: TRAIN_METHODS.join(', '), default: 'tdpo' },
+  method: { type: 'string', value: 'NAME', description: LOSS_METHODS.join(', '), default: 'tdpo' },
   precision: { type: 'string', value: 'f16|f32', description: 'storage of the frozen weights (LoRA, gradients and AdamW stay f32)', default: 'f32' },
   budget: { type: 'string', value: 'GIB', description: 'GPU memory to judge the plan against', default: '4' },
   json: { type: 'boolean', description: 'print the plans as JSON' },
@@ -190,7 +191,7 @@ async function runPlan(argv: string[], io: CliIO): Promise<number> {
   const batch = intOpt(values, 'batch', 1, 1);
   const targets = parseTargets(stringOpt(values, 'targets') ?? DEFAULT_TARGETS.join(','));
   const method = (stringOpt(values, 'method') ?? 'tdpo').toLowerCase();
-  if (!(TRAIN_METHODS as readonly string[]).includes(method)) throw new UsageError(`unknown method '${method}' (use ${TRAIN_METHODS.join(', ')})`);
+  if (!(LOSS_METHODS as readonly string[]).includes(method)) throw new UsageError(`unknown method '${method}' (use ${LOSS_METHODS.join(', ')})`);
   const precision = (stringOpt(values, 'precision') ?? 'f32').toLowerCase();
   if (precision !== 'f16' && precision !== 'f32') throw new UsageError(`--precision must be f16 or f32, not '${precision}'`);
   const budget = numberOpt(values, 'budget', 0.001, 4) * 2 ** 30;
@@ -207,7 +208,7 @@ async function runPlan(argv: string[], io: CliIO): Promise<number> {
         alpha,
         targets,
         batch,
-        method: method as TrainMethod,
+        method: method as LossMethod,
         weightBytes: precision === 'f16' ? 2 : 4,
         checkpointing,
       });

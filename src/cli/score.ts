@@ -12,13 +12,13 @@ import { openSafetensorsFile } from '../models/safetensors-node';
 import { loadUNet, unetParams, type UNet } from '../models/unet';
 import { preferHalfWeights } from '../models/weights';
 import type { NegativeFilter } from '../tpo/examples';
-import { defaultLossConfig, type LossMethod } from '../tpo/losses';
+import { defaultLossConfig } from '../tpo/losses';
+import { LOSS_METHODS, type LossMethod } from '../tpo/methods';
 import { DEFAULT_SCORE_DRAWS, DEFAULT_SCORE_SEED, implicitScores } from '../tpo/scores';
 import { formatHelp, intOpt, numberOpt, type OptionTable, parseOptions, stringOpt, UsageError } from './args';
 import type { Command } from './command';
 import { resolveModelArg } from './demo-model';
 import { type CliIO, commandGpu, ProgressBar } from './io';
-import { METHODS } from './train';
 import { checkModelDir, checkTrainingInputs, loadTrainingData, prepareTrainingFeatures } from './training-data';
 
 const OPTIONS: OptionTable = {
@@ -63,7 +63,7 @@ async function runScore(argv: string[], io: CliIO): Promise<number> {
   if (!dataArg) throw new UsageError('--data is required');
   if (!outArg) throw new UsageError('--out is required');
   const method = (stringOpt(values, 'method') ?? 'tdpo') as LossMethod;
-  if (!METHODS.includes(method)) throw new UsageError(`--method must be one of ${METHODS.join(', ')}`);
+  if (!LOSS_METHODS.includes(method)) throw new UsageError(`--method must be one of ${LOSS_METHODS.join(', ')}`);
   if (method === 'kto') throw new UsageError('Diffusion-KTO data has no pairs to compare; score its images with a TPO or DPO file');
   const negatives = (stringOpt(values, 'negatives') ?? 'all') as NegativeFilter;
   if (negatives !== 'all' && negatives !== 'accepted') throw new UsageError('--negatives must be all or accepted');

@@ -13,7 +13,7 @@ import { DEFAULT_TARGETS, OPTIONAL_TARGETS } from '../models/lora';
 import type { NegativeFilter } from '../tpo/examples';
 import { dirFeatureStore } from '../tpo/feature-store-node';
 import { LR_SCHEDULES, type LrSchedule } from '../tpo/lr-schedule';
-import type { LossMethod } from '../tpo/losses';
+import { LOSS_METHODS } from '../tpo/methods';
 import { DEFAULT_SCORE_DRAWS } from '../tpo/scores';
 import { defaultTrainConfig, TrainControl, type TrainConfig, validateTrainConfig } from '../tpo/trainer';
 import { formatHelp, intOpt, numberOpt, type OptionTable, parseOptions, type ParsedValues, stringOpt, UsageError } from './args';
@@ -24,12 +24,10 @@ import { type CliIO, commandGpu, ProgressBar } from './io';
 import { encodePng } from './sample';
 import { loadTrainingData, openModelDir, readImageFile } from './training-data';
 
-export const METHODS: readonly LossMethod[] = ['tdpo', 'tkto', 'sft', 'dpo', 'kto'];
-
 const OPTIONS: OptionTable = {
   model: { type: 'string', value: 'PATH', description: 'diffusers model folder (SD1.x layout), or demo: the built-in demo model' },
   data: { type: 'string', value: 'FILE.jsonl', description: 'training data: TPO records (tdpo/tkto/sft), Diffusion-DPO records (dpo) or Diffusion-KTO records (kto)' },
-  method: { type: 'string', value: 'NAME', description: METHODS.join(', '), default: 'tdpo' },
+  method: { type: 'string', value: 'NAME', description: LOSS_METHODS.join(', '), default: 'tdpo' },
   steps: { type: 'string', value: 'N', description: 'optimizer steps (default 1000; with --resume: the new total, default the run\'s own)' },
   out: { type: 'string', value: 'DIR', description: 'output folder (metrics.jsonl, lora.safetensors, checkpoint/, scores.jsonl)' },
   resume: { type: 'string', value: 'DIR', description: 'continue the run in DIR from its checkpoint (model, data and settings come from it)' },
@@ -97,7 +95,7 @@ function choice<T extends string>(values: ParsedValues, name: string, allowed: r
 }
 
 function configFromOptions(values: ParsedValues): TrainConfig {
-  const method = choice(values, 'method', METHODS, 'tdpo');
+  const method = choice(values, 'method', LOSS_METHODS, 'tdpo');
   const base = defaultTrainConfig(method);
   const rank = intOpt(values, 'rank', 1, base.rank);
   const kappaText = stringOpt(values, 'kappa') ?? '5';

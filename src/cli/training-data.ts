@@ -13,7 +13,7 @@ import type { Features } from '../tpo/batch';
 import type { NegativeFilter, TrainExample } from '../tpo/examples';
 import { MemoryFeatureStore } from '../tpo/features';
 import { dirFeatureStore } from '../tpo/feature-store-node';
-import type { LossMethod } from '../tpo/losses';
+import type { LossMethod } from '../tpo/methods';
 import { prepareTrainingFeatures as prepareShared } from '../app/training-data';
 import { UsageError } from './args';
 import { type CliIO, ProgressBar, systemErrorMessage, systemErrorWords } from './io';

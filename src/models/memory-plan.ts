@@ -32,6 +32,7 @@
 // unet.ts or an op's backward changes, the shadow here must change with it (the test will say so).
 
 import { sizeClass } from '../gpu/pool';
+import { LOSS_METHODS, type LossMethod } from '../tpo/methods';
 import { formatBytes } from '../util/format';
 import { clipTextParamShapes, type ClipTextConfig } from './clip-text';
 import { DEFAULT_TARGETS, loraTargets } from './lora';
@@ -39,8 +40,6 @@ import { unetParams, type UNetConfig } from './unet';
 import { vaeParamShapes, type VaeConfig } from './vae';
 import type { ParamShapes } from './weights';
 
-export type TrainMethod = 'tdpo' | 'tkto' | 'sft' | 'diffusion-dpo' | 'diffusion-kto';
-export const TRAIN_METHODS: readonly TrainMethod[] = ['tdpo', 'tkto', 'sft', 'diffusion-dpo', 'diffusion-kto'];
 
 export interface MemoryPlanInput {
   unet: UNetConfig;
@@ -58,7 +57,7 @@ export interface MemoryPlanInput {
   /** Examples per step (B). */
   batch: number;
   /** Default 'tdpo'. */
-  method?: TrainMethod;
+  method?: LossMethod;
   /** Bytes per frozen weight value: 4 (f32) or 2 (f16 storage, the loader's halfWeights). */
   weightBytes: 2 | 4;
   checkpointing: boolean;
@@ -678,14 +677,14 @@ class SimUNet {
 // One training step, replayed.
 
 /** Rows the UNet sees per step for B examples, and whether the method needs the reference model. */
-export function methodShape(method: TrainMethod, batch: number): { rows: number; images: number; reference: boolean } {
+export function methodShape(method: LossMethod, batch: number): { rows: number; images: number; reference: boolean } {
   switch (method) {
     case 'tdpo':
     case 'tkto':
       return { rows: 2 * batch, images: batch, reference: true }; // c_w and c_l of each image, batched
-    case 'diffusion-dpo':
+    case 'dpo':
       return { rows: 2 * batch, images: 2 * batch, reference: true }; // x^w and x^l under one prompt
-    case 'diffusion-kto':
+    case 'kto':
       return { rows: batch, images: batch, reference: true };
     case 'sft':
       return { rows: batch, images: batch, reference: false };
@@ -838,7 +837,7 @@ function normalise(input: MemoryPlanInput) {
   if (!Number.isInteger(rank) || rank < 1) throw new Error(`rank must be a positive whole number, got ${rank}`);
   if (!Number.isInteger(batch) || batch < 1) throw new Error(`batch must be a positive whole number, got ${batch}`);
   const method = input.method ?? 'tdpo';
-  if (!TRAIN_METHODS.includes(method)) throw new Error(`method must be one of ${TRAIN_METHODS.join(', ')}, got ${method}`);
+  if (!LOSS_METHODS.includes(method)) throw new Error(`method must be one of ${LOSS_METHODS.join(', ')}, got ${method}`);
   if (input.weightBytes !== 2 && input.weightBytes !== 4) throw new Error(`weightBytes must be 2 (f16) or 4 (f32), got ${input.weightBytes}`);
   const vaeFactor = 2 ** ((input.vae?.block_out_channels.length ?? 4) - 1);
   const unetFactor = 2 ** (input.unet.block_out_channels.length - 1);

@@ -9,7 +9,7 @@
 
 import type { DatasetItem, Negative } from '../data/types';
 import type { DpoRecord, KtoRecord } from '../data/preference-records';
-import type { LossMethod } from './losses';
+import type { LossMethod } from './methods';
 import { fnv1a } from '../util/random';
 
 export interface TermRef {

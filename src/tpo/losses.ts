@@ -5,10 +5,10 @@ import source from '../../shaders/loss.wgsl?raw';
 import { f32, u32, type Gpu } from '../gpu/gpu';
 import { family, kernel } from '../nn/ops/kernels';
 import { Tensor } from '../nn/tensor';
+import type { LossMethod } from './methods';
 
 const fam = family('loss', source);
 
-export type LossMethod = 'tdpo' | 'tkto' | 'sft' | 'dpo' | 'kto';
 
 export interface LossConfig {
   method: LossMethod;

@@ -19,7 +19,8 @@ import { Tensor } from '../nn/tensor';
 import { batchTensors, drawNoise, rowTensors, type Features } from './batch';
 import type { TermRef, TrainExample } from './examples';
 import { LR_SCHEDULES, type LrSchedule } from './lr-schedule';
-import { defaultLossConfig, type LossMethod, parseMetrics, type StepMetrics, tpoLoss } from './losses';
+import { defaultLossConfig, parseMetrics, type StepMetrics, tpoLoss } from './losses';
+import { LOSS_METHODS, type LossMethod } from './methods';
 import { AdamW, type OptimizerMoments } from './optimizer';
 import { drawRandom, epochOrder, takeInOrder } from './random';
 
@@ -90,8 +91,6 @@ export function defaultTrainConfig(method: LossMethod = 'tdpo'): TrainConfig {
   };
 }
 
-const METHODS: readonly LossMethod[] = ['tdpo', 'tkto', 'sft', 'dpo', 'kto'];
-
 /**
  * Checks a config and says what is wrong with it. Types are checked too: a config also comes back from a
  * checkpoint's state.json, which may have been edited or damaged.
@@ -104,7 +103,7 @@ export function validateTrainConfig(c: TrainConfig): void {
   const num = (k: keyof TrainConfig) => typeof c[k] === 'number' && Number.isFinite(c[k]);
   const int = (k: keyof TrainConfig, lo: number, hi: number) =>
     (!Number.isInteger(c[k]) || (c[k] as number) < lo || (c[k] as number) > hi) && bad(`${k} must be a whole number from ${lo} to ${hi}, got ${JSON.stringify(c[k])}`);
-  if (!METHODS.includes(c.method)) bad(`method must be one of ${METHODS.join(', ')}, got ${JSON.stringify(c.method)}`);
+  if (!LOSS_METHODS.includes(c.method)) bad(`method must be one of ${LOSS_METHODS.join(', ')}, got ${JSON.stringify(c.method)}`);
   int('steps', 1, 1e9);
   int('batchSize', 1, 4096);
   int('gradAccum', 1, 4096);

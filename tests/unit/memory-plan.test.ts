@@ -117,8 +117,8 @@ describe('memory plan arithmetic for SD1.5', () => {
     expect(sft.input).toMatchObject({ rows: 1, reference: false });
     expect(sft.phases.referenceForward).toBe(0);
     expect(sft.peakBytes).toBeLessThan(b1.peakBytes);
-    expect(methodShape('diffusion-dpo', 3)).toEqual({ rows: 6, images: 6, reference: true });
-    expect(methodShape('diffusion-kto', 3)).toEqual({ rows: 3, images: 3, reference: true });
+    expect(methodShape('dpo', 3)).toEqual({ rows: 6, images: 6, reference: true });
+    expect(methodShape('kto', 3)).toEqual({ rows: 3, images: 3, reference: true });
     expect(() => sd15({ resolution: 500 })).toThrow(/multiple of 64/);
     expect(() => sd15({ rank: 0 })).toThrow(/rank/);
     expect(() => sd15({ targets: ['nope'] })).toThrow(/no UNet layer matches/);

@@ -2,11 +2,12 @@
 // each, presets), start / pause / resume / cancel, progress with an ETA, live charts of the step metrics, the
 // preview samples as they are made, and the run list.
 
+import type { LossMethod } from '../../tpo/methods';
 import { type ChangeEvent, memo, useEffect, useId } from 'react';
 import { useDataStore } from '../data/store';
 import { useModelStore } from '../model/store';
 import { Chart } from './Chart';
-import { type PresetName, type RunView, type TrainForm, type TrainMethod, formFor, useTrainStore } from './store';
+import { type PresetName, type RunView, type TrainForm, formFor, useTrainStore } from './store';
 import { ErrorNotice } from '../ErrorNotice';
 import { datasetSize, formatCount } from '../format';
 import { formatBytes } from '../../util/format';
@@ -52,7 +53,7 @@ const PRESETS: [PresetName, string][] = [
   ['careful', 'Careful'],
 ];
 
-const METHOD_HELP: Record<TrainMethod, string> = {
+const METHOD_HELP: Record<LossMethod, string> = {
   tdpo: 'TDPO: prefers each image under its own caption over a subtly wrong one (pairs).',
   tkto: 'TKTO: the same preference, judged per caption against a reference point (no pairing needed).',
   sft: 'SFT: plain fine-tuning on the right captions only (a baseline).',
@@ -88,7 +89,7 @@ function SettingsCard() {
   // The methods this data trains with: captions with negatives (TDPO, TKTO, SFT), image pairs (DPO), labels (KTO).
   const kind = dataset?.kind ?? 'tpo';
   const methods = METHODS_FOR[kind];
-  const chooseMethod = (method: TrainMethod) => {
+  const chooseMethod = (method: LossMethod) => {
     // The method's own defaults (β and κ differ), keeping the length of the run, its size and the preview prompts.
     const f = useTrainStore.getState().form;
     setForm({ ...formFor(method), steps: f.steps, resolution: f.resolution, previewPrompts: f.previewPrompts });
@@ -113,7 +114,7 @@ function SettingsCard() {
           <select
             id={methodId}
             value={form.method}
-            onChange={(e) => chooseMethod(e.target.value as TrainMethod)}
+            onChange={(e) => chooseMethod(e.target.value as LossMethod)}
           >
             {(methods.includes(form.method) ? methods : [...methods, form.method]).map((m) => (
               <option key={m} value={m}>

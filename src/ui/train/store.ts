@@ -2,6 +2,7 @@
 // or a preset), the run list, and the run on screen: its metrics (read back from storage, then extended by
 // live step events, so a resumed run draws one continuous curve), its previews and its status.
 
+import type { LossMethod } from '../../tpo/methods';
 import { create } from 'zustand';
 import { persist } from 'zustand/middleware';
 import { defaultTrainConfig, type TrainConfig } from '../../tpo/trainer';
@@ -10,11 +11,10 @@ import type { EngineClient } from '../../worker/client';
 import { useDataStore } from '../data/store';
 import { engine } from '../engine';
 
-export type TrainMethod = TrainConfig['method'];
 export type PresetName = 'quick' | 'default' | 'careful';
 
 export interface TrainForm {
-  method: TrainMethod;
+  method: LossMethod;
   steps: number;
   lr: number;
   lrSchedule: TrainConfig['lrSchedule'];
@@ -85,7 +85,7 @@ export interface TrainStore {
   deleteRun(id: string): Promise<void>;
 }
 
-export function formFor(method: TrainMethod, preset: PresetName = 'default'): TrainForm {
+export function formFor(method: LossMethod, preset: PresetName = 'default'): TrainForm {
   const d = defaultTrainConfig(method);
   const base: TrainForm = {
     method,
