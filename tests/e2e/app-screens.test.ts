@@ -83,9 +83,10 @@ describe('the Model screen', () => {
     const details = page.getByRole('definition').filter({ hasText: 'tiny-sd15' });
     await details.waitFor({ timeout: 60_000 });
     expect(await page.getByLabel('Model details').innerText()).toMatch(/diffusers folder[\s\S]*parameters/);
-    // The plan runs on open, for 512 px; the tiny model fits in 8 GiB.
+    // The plan runs on open, at the model's native size (the tiny model's 16 x 16 latents, VAE /8: 128 px); it fits in 8 GiB.
     const verdict = page.locator('.verdict').filter({ hasText: /Fits|Does not fit/ });
     await verdict.waitFor({ timeout: 60_000 });
+    expect(await page.getByLabel('Resolution (px)').inputValue()).toBe('128');
     expect(await verdict.innerText()).toMatch(/✓ Fits: a step needs .* of the 8 GiB you have/);
 
     // A budget too small: the verdict says what to change.

@@ -185,7 +185,7 @@ function ModelDetails({ info }: { info: ModelInfo }) {
       <div>
         <dt>UNet</dt>
         <dd>
-          {formatCount(u.parameters)} parameters; channels {u.blockOutChannels.join(' / ')}, {u.layersPerBlock} layers per block,
+          {formatCount(u.parameters)} parameters; channels {u.blockOutChannels.join(' / ')}, {u.layersPerBlock} {u.layersPerBlock === 1 ? 'layer' : 'layers'} per block,
           cross-attention {u.crossAttentionDim} wide; native size {u.sampleSize * info.vae.downsample} px
         </dd>
       </div>

@@ -55,6 +55,8 @@ export function createModelStore(client: () => EngineClient) {
       const r = await client().lab.openModel(source);
       // A model that fails to open leaves the one that was open as it was (the engine keeps it too).
       set({ model: r.ok ? { status: 'open', info: r.value } : { status: 'error', error: r.error, previous }, plan: { status: 'idle' } });
+      // The plan starts at the model's native size (64 px for the demo, 512 for SD1.5), as Train does.
+      if (r.ok) set({ form: { ...get().form, resolution: r.value.unet.sampleSize * r.value.vae.downsample } });
       if (r.ok) await get().runPlan();
     },
 
