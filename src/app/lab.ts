@@ -915,15 +915,16 @@ export class Lab {
   /**
    * Draws each prompt with each seed on the open model and, when `run` is given, again with that run's LoRA
    * (final, or its last checkpoint's) at `loraScale`: PNGs with their parameters. The networks stay on the
-   * GPU for the next call; the LoRA too while the run's file is unchanged.
+   * GPU for the next call; the LoRA too while the run's file is unchanged. Aborting `signal` stops after the
+   * image (pair) in flight, with those drawn so far (`stopped`).
    */
-  sample(request: SampleRequest, onProgress?: (done: number, total: number) => void): Promise<SampleResult> {
-    const next = this.sampling.catch(() => undefined).then(() => this.sampleNow(request, onProgress));
+  sample(request: SampleRequest, onProgress?: (done: number, total: number) => void, signal?: AbortSignal): Promise<SampleResult> {
+    const next = this.sampling.catch(() => undefined).then(() => this.sampleNow(request, onProgress, signal));
     this.sampling = next;
     return next;
   }
 
-  private async sampleNow(request: SampleRequest, onProgress?: (done: number, total: number) => void): Promise<SampleResult> {
+  private async sampleNow(request: SampleRequest, onProgress?: (done: number, total: number) => void, signal?: AbortSignal): Promise<SampleResult> {
     const model = this.requireModel();
     const { prompts, seeds, settings } = checkSampleRequest(request);
     if (this.active.size) {
@@ -945,8 +946,8 @@ export class Lab {
       }
       // Without a run every image is drawn at scale 0, which switches the UNet's LoRA off: a LoRA kept from an
       // earlier call stays loaded for the next one.
-      const images = await sampler.draw({ prompts, seeds, settings, loraName: lora?.name ?? null }, this.platform.encodePng, onProgress);
-      return { images, lora, settings };
+      const images = await sampler.draw({ prompts, seeds, settings, loraName: lora?.name ?? null }, this.platform.encodePng, onProgress, signal);
+      return { images, lora, settings, stopped: images.length < prompts.length * seeds.length };
     } catch (e) {
       // A lost device leaves nothing usable: load everything afresh next time.
       if (e instanceof GpuDeviceLostError) await this.releaseSampler(false);

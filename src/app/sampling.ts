@@ -44,6 +44,8 @@ export interface SampleResult {
   /** The LoRA's name as its PNG text and an exported file name spell it, and the step it is from. */
   lora: { name: string; step: number } | null;
   settings: SampleSettings;
+  /** Stopped by the caller before every image was drawn: `images` holds those drawn by then. */
+  stopped: boolean;
 }
 
 /** Enough for a comparison sheet; more is better done with the CLI than by holding a page busy. */
@@ -141,12 +143,14 @@ export class ModelSampler {
 
   /**
    * Draws every prompt with every seed: the base model, then (with `loraName`) the LoRA at the settings'
-   * scale, each as a PNG with its parameters. `onStep` counts UNet steps over the whole request.
+   * scale, each as a PNG with its parameters. `onStep` counts UNet steps over the whole request. Once `signal`
+   * is aborted it stops after the image in flight and returns the pairs finished by then.
    */
   async draw(
     items: { prompts: string[]; seeds: number[]; settings: SampleSettings; loraName: string | null },
     encodePng: PngEncoder,
     onStep?: (done: number, total: number) => void,
+    signal?: AbortSignal,
   ): Promise<SamplePair[]> {
     const t2i = await this.pipeline();
     const { prompts, seeds, settings, loraName } = items;
@@ -167,7 +171,9 @@ export class ModelSampler {
     const out: SamplePair[] = [];
     for (const prompt of prompts) {
       for (const seed of seeds) {
+        if (signal?.aborted) return out;
         const base = await one(prompt, seed, 0);
+        // A pair is kept whole: a stop between its two images still draws the LoRA's.
         const lora = loraName ? await one(prompt, seed, settings.loraScale) : null;
         out.push({ prompt, seed, base, lora });
       }

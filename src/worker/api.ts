@@ -172,7 +172,7 @@ export interface EngineApi {
    * the call for cancelJob. The API key in `request.llm` is used for this call only, never stored.
    */
   makeNegatives(job: string, dataset: string, request: NegativesRequest, onEvent?: (e: PairsEvent) => void): Promise<Result<Omit<PairsJobResult, 'items'>>>;
-  /** Stops a makeNegatives call (what it saved stays; running it again resumes). */
+  /** Stops a makeNegatives call (what it saved stays; running it again resumes) or a sample call. */
   cancelJob(job: string): Promise<Result<null>>;
   prepareFeatures(dataset: string, options: { method: TrainConfig['method']; resolution: number; negatives?: 'all' | 'accepted' }, onProgress?: ProgressCallback): Promise<Result<{ features: number }>>;
 
@@ -199,8 +199,10 @@ export interface EngineApi {
   /**
    * Draws each prompt with each seed on the open model, and with a run's LoRA beside it: PNGs with their
    * parameters (transferred). The networks stay loaded for the next call; `onProgress` counts UNet steps.
+   * `job` names the call for cancelJob, which stops it after the image in flight (`stopped`, with the
+   * images drawn by then).
    */
-  sample(request: SampleRequest, onProgress?: ProgressCallback): Promise<Result<SampleResult>>;
+  sample(request: SampleRequest, onProgress?: ProgressCallback, job?: string): Promise<Result<SampleResult>>;
 
   /**
    * Opens an independent judge from the files of a picked folder (a CLIP ONNX export, or a reward model in

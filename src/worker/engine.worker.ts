@@ -297,15 +297,11 @@ const api: EngineApi = {
 
   makeNegatives: (job, dataset, request, onEvent) =>
     attempt('makeNegatives', async () => {
-      if (jobs.has(job)) throw new InputError(`a job named ${job} is already running`);
-      const controller = new AbortController();
-      jobs.set(job, controller);
       const key = request.llm?.apiKey;
       if (key) secrets.add(key);
       try {
-        return await (await lab()).makeNegatives(dataset, request, (e) => notify(onEvent, e), controller.signal);
+        return await asJob(job, async (signal) => (await lab()).makeNegatives(dataset, request, (e) => notify(onEvent, e), signal));
       } finally {
-        jobs.delete(job);
         if (key) secrets.delete(key);
       }
     }),
@@ -351,10 +347,10 @@ const api: EngineApi = {
   runFile: (run, path) => attempt('runFile', async () => (await lab()).runFile(run, path), (bytes) => [bytes?.buffer]),
   exportLora: (run, options) => attempt('exportLora', async () => (await lab()).exportLora(run, options), (out) => [out.bytes.buffer]),
   loraInfo: (run, options) => attempt('loraInfo', async () => (await lab()).loraInfo(run, options)),
-  sample: (request, onProgress) =>
+  sample: (request, onProgress, job) =>
     attempt(
       'sample',
-      async () => (await lab()).sample(request, (done, total) => notify(onProgress, done, total)),
+      async () => asJob(job, async (signal) => (await lab()).sample(request, (done, total) => notify(onProgress, done, total), signal)),
       // Each buffer once: a transfer list naming one twice fails the whole message.
       (out) => [...new Set(out.images.flatMap((i) => [i.base.buffer, i.lora?.buffer]))],
     ),
@@ -379,6 +375,19 @@ const api: EngineApi = {
 
 /** Cancellable calls in progress, by the name the page gave them. */
 const jobs = new Map<string, AbortController>();
+
+/** Runs `work` as the job named `job` (when named), which cancelJob aborts through the signal. */
+async function asJob<T>(job: string | undefined, work: (signal?: AbortSignal) => Promise<T>): Promise<T> {
+  if (job === undefined) return work();
+  if (jobs.has(job)) throw new InputError(`a job named ${job} is already running`);
+  const controller = new AbortController();
+  jobs.set(job, controller);
+  try {
+    return await work(controller.signal);
+  } finally {
+    jobs.delete(job);
+  }
+}
 
 function adapterName(gpu: Gpu): string {
   const { vendor, architecture, description } = gpu.adapter;

@@ -502,6 +502,18 @@ describe('the Samples and Export screens', () => {
     await expect.poll(() => loraImage.getAttribute('src'), { timeout: 300_000, interval: 1000 }).not.toBe(before);
     expect(await page.getByLabel('Sampling progress').count()).toBe(0);
     await screenshots('samples');
+
+    // Stop: three seeds asked for and stopped at once keep at most the pair in flight (seed 5's).
+    await page.getByLabel('Seeds').fill('5 6 7');
+    await page.getByRole('button', { name: 'Generate samples' }).click();
+    await page.getByRole('button', { name: 'Stop', exact: true }).click();
+    const stopped = page.getByRole('status').filter({ hasText: /^Stopped/ });
+    await stopped.waitFor({ timeout: 300_000 });
+    expect(await stopped.innerText()).toMatch(/^Stopped(: 1 of 3 images drawn| before the first image was drawn)/);
+    expect(await page.getByRole('img', { name: /seed [67]/ }).count()).toBe(0);
+    expect(await page.getByRole('img', { name: 'a red circle on the left — seed 5, LoRA at 1' }).count()).toBe(1);
+    expect(await page.getByRole('button', { name: 'Stop', exact: true }).count()).toBe(0);
+    await page.getByLabel('Seeds').fill('5');
     expect(unexpectedLog(), describeLog(b.log)).toEqual([]);
   }, 900_000);
 

@@ -89,6 +89,21 @@ describe('lab sampling', () => {
     expect(Buffer.from(base.images[0].base).equals(Buffer.from(a.base))).toBe(true);
   }, 300_000);
 
+  it('stops after the pair in flight when its signal is aborted, with the pairs drawn by then', async () => {
+    const stop = new AbortController();
+    const asked = { ...request(1), prompts: ['a red circle', 'a blue circle'], seeds: [5, 6] }; // 4 pairs of 2 images, 2 steps each
+    const progress: number[] = [];
+    // Aborted during the first pair's base image: its LoRA image is still drawn, then nothing more.
+    const r = await lab.sample(asked, (done) => (progress.push(done), done === 1 && stop.abort()), stop.signal);
+    expect(r.stopped).toBe(true);
+    expect(r.images.map((i) => [i.prompt, i.seed])).toEqual([['a red circle', 5]]);
+    expect(r.images[0].lora).not.toBeNull();
+    expect(progress.at(-1)).toBe(4);
+    // A signal aborted before the call: nothing is drawn. Not aborted: everything, not stopped.
+    expect((await lab.sample(asked, undefined, stop.signal)).images).toEqual([]);
+    expect((await lab.sample({ ...asked, prompts: ['a red circle'], seeds: [5] }, undefined, new AbortController().signal)).stopped).toBe(false);
+  }, 300_000);
+
   it('refuses a bad request with what to change', async () => {
     await expect(lab.sample({ ...request(1), prompts: [' '] })).rejects.toThrow(/at least one prompt/);
     await expect(lab.sample({ ...request(1), width: 60 })).rejects.toThrow(/width 60 must be a multiple of 8/);

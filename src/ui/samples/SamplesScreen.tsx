@@ -52,7 +52,8 @@ function SampleSettings() {
   const runs = useSamplesStore((s) => s.runs);
   const status = useSamplesStore((s) => s.status);
   const error = useSamplesStore((s) => s.error);
-  const { setForm, generate } = useSamplesStore.getState();
+  const stopped = useSamplesStore((s) => s.stopped);
+  const { setForm, generate, stop } = useSamplesStore.getState();
   const model = useModelStore((s) => s.model);
   const modelOpen = model.status === 'open' || (model.status === 'error' && model.previous !== null);
   const ids = { prompts: useId(), seeds: useId(), run: useId(), scale: useId(), sampler: useId(), negative: useId() };
@@ -130,13 +131,23 @@ function SampleSettings() {
         <button type="button" className="primary" onClick={() => void generate()} disabled={running || !modelOpen}>
           Generate samples
         </button>
+        {running && (
+          <button type="button" onClick={() => void stop()} disabled={status.stopping}>
+            Stop
+          </button>
+        )}
         <span role="status" aria-live="polite" className="muted">
           {running && (
             <>
               <progress max={status.total || 1} value={status.done} aria-label="Sampling progress" />{' '}
-              {status.total ? `step ${status.done} of ${status.total}` : 'starting (the first time, the model is loaded onto the GPU)…'}
+              {status.stopping
+                ? 'stopping after the image in flight…'
+                : status.total
+                  ? `step ${status.done} of ${status.total}`
+                  : 'starting (the first time, the model is loaded onto the GPU)…'}
             </>
           )}
+          {!running && stopped && (stopped.drawn ? `Stopped: ${stopped.drawn} of ${stopped.asked} images drawn (below).` : 'Stopped before the first image was drawn.')}
         </span>
       </div>
       <ErrorNotice error={error} />

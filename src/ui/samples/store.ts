@@ -37,8 +37,11 @@ export interface SamplesStore {
   form: SamplesForm;
   /** Runs with a LoRA to draw with: finished, or stopped with a checkpoint. */
   runs: RunInfo[];
-  status: { state: 'idle' } | { state: 'running'; done: number; total: number };
+  /** `job` names the sample call for stop(); `stopping` once asked to. */
+  status: { state: 'idle' } | { state: 'running'; done: number; total: number; job: string; stopping: boolean };
   images: SampleView[];
+  /** The images shown were stopped short: how many prompt-and-seed pairs were drawn of those asked for. */
+  stopped: { drawn: number; asked: number } | null;
   /** The LoRA the images were drawn with (name and step), and at which scale. */
   drawnWith: { name: string; step: number; scale: number } | null;
   error: EngineError | null;
@@ -52,6 +55,8 @@ export interface SamplesStore {
   fitToModel(nativeSize: number): void;
   refreshRuns(): Promise<void>;
   generate(): Promise<void>;
+  /** Stops the drawing in progress after the image in flight; what was drawn by then is shown. */
+  stop(): Promise<void>;
 }
 
 export const DEFAULT_SAMPLES_FORM: SamplesForm = {
@@ -86,6 +91,7 @@ export function createSamplesStore(client: () => EngineClient) {
     runs: [],
     status: { state: 'idle' },
     images: [],
+    stopped: null,
     drawnWith: null,
     error: null,
     judged: null,
@@ -129,10 +135,12 @@ export function createSamplesStore(client: () => EngineClient) {
         set({ error: { kind: 'input', message: `Seeds: ${seeds}.` } });
         return;
       }
-      set({ status: { state: 'running', done: 0, total: 0 }, error: null });
+      const job = `sample-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
+      set({ status: { state: 'running', done: 0, total: 0, job, stopping: false }, error: null, stopped: null });
+      const prompts = form.prompts.split('\n');
       const r = await client().lab.sample(
         {
-          prompts: form.prompts.split('\n'),
+          prompts,
           seeds,
           run: form.run || undefined,
           loraScale: form.loraScale,
@@ -143,12 +151,19 @@ export function createSamplesStore(client: () => EngineClient) {
           height: form.height,
           negativePrompt: form.negativePrompt,
         },
-        (done, total) => set({ status: { state: 'running', done, total } }),
+        (done, total) => {
+          const s = get().status;
+          if (s.state === 'running') set({ status: { ...s, done, total } });
+        },
+        job,
       );
       if (!r.ok) {
         set({ status: { state: 'idle' }, error: r.error });
         return;
       }
+      const asked = prompts.filter((p) => p.trim() !== '').length * new Set(seeds).size;
+      // Stopped before the first image: the images shown before stay.
+      if (r.value.stopped && !r.value.images.length) return set({ status: { state: 'idle' }, stopped: { drawn: 0, asked } });
       for (const old of get().images) {
         URL.revokeObjectURL(old.base.url);
         if (old.lora) URL.revokeObjectURL(old.lora.url);
@@ -157,8 +172,17 @@ export function createSamplesStore(client: () => EngineClient) {
       set({
         status: { state: 'idle' },
         images: r.value.images.map((i) => ({ prompt: i.prompt, seed: i.seed, base: view(i.base), lora: i.lora ? view(i.lora) : null })),
+        stopped: r.value.stopped ? { drawn: r.value.images.length, asked } : null,
         drawnWith: r.value.lora ? { ...r.value.lora, scale: r.value.settings.loraScale } : null,
       });
+    },
+
+    async stop() {
+      const s = get().status;
+      if (s.state !== 'running' || s.stopping) return;
+      set({ status: { ...s, stopping: true } });
+      const r = await client().lab.cancelJob(s.job);
+      if (!r.ok) set({ error: r.error });
     },
   }));
 }
