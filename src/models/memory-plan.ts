@@ -13,7 +13,7 @@
 // after a step (it never gives idle buffers back unless trimmed). tests/unit/memory-plan.test.ts runs the
 // real step on the tiny golden model and checks the prediction against gpu.pool.peakBytesInUse.
 //
-// Assumptions (the trainer loop is not written yet; these follow DESIGN.md "One TDPO step" and TPO_SPEC.md):
+// What the shadow assumes of a step (as DESIGN.md "One TDPO step" and TPO_SPEC.md describe it; Trainer.step may drift from it, issue #13):
 //   - Persistent: frozen UNet weights (weightBytes per value: f32, or f16 as the loader's halfWeights stores
 //     matrices and conv kernels; its few f32 vectors, biases and norms, are counted at the same width), LoRA A and B (f32, created module by module as createLora does), AdamW's m and v (f32, one
 //     pair per LoRA matrix) and a 1-float gradient-norm accumulator.
