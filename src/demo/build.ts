@@ -481,10 +481,12 @@ The same settings and seed give the same files.
 - vae/: an AutoencoderKL (channels ${s.vae.channels.join(', ')}; 64 px to ${64 / 2 ** (s.vae.channels.length - 1)}x${64 / 2 ** (s.vae.channels.length - 1)}x4 latents) **constructed, not trained**
   (src/demo/vae-weights.ts): its encoder averages each patch's colour into the latent, its decoder paints
   the patch back; training this VAE on a CPU did not get past the mean image within the build's budget.
-- unet/: a UNet2DConditionModel (channels ${s.unet.channels.join(', ')}, ${s.unet.layersPerBlock} layer per block, ${s.unet.heads} heads) trained
-  from the seed on the denoising loss of every weight. It predicts v = sqrt(abar) eps - sqrt(1 - abar) x0
-  (scheduler/: SD1.5's schedule with prediction_type v_prediction), whose errors do not grow into the x0 they
-  imply at high noise as a noise prediction's do.
+- unet/: a UNet2DConditionModel (channels ${s.unet.channels.join(', ')}, ${s.unet.layersPerBlock} ${s.unet.layersPerBlock === 1 ? 'layer' : 'layers'} per block, ${s.unet.heads} heads) trained
+  from the seed on the denoising loss of every weight. It predicts v = sqrt(abar) eps - sqrt(1 - abar) x0,
+  whose errors do not grow into the x0 they imply at high noise as a noise prediction's do.
+- scheduler/: a DDIMScheduler with SD1.5's betas rescaled to zero terminal SNR (rescale_betas_zero_snr: the
+  last timestep holds no image, as sampling from noise assumes), prediction_type v_prediction and trailing
+  timestep spacing.
 
 ## Settings
 
