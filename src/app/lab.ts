@@ -947,7 +947,8 @@ export class Lab {
       // Without a run every image is drawn at scale 0, which switches the UNet's LoRA off: a LoRA kept from an
       // earlier call stays loaded for the next one.
       const images = await sampler.draw({ prompts, seeds, settings, loraName: lora?.name ?? null }, this.platform.encodePng, onProgress, signal);
-      return { images, lora, settings, stopped: images.length < prompts.length * seeds.length };
+      const asked = prompts.length * seeds.length;
+      return { images, lora, settings, asked, stopped: images.length < asked };
     } catch (e) {
       // A lost device leaves nothing usable: load everything afresh next time.
       if (e instanceof GpuDeviceLostError) await this.releaseSampler(false);

@@ -44,6 +44,8 @@ export interface SampleResult {
   /** The LoRA's name as its PNG text and an exported file name spell it, and the step it is from. */
   lora: { name: string; step: number } | null;
   settings: SampleSettings;
+  /** Prompt-and-seed pairs asked for (blank prompts and repeated seeds dropped). */
+  asked: number;
   /** Stopped by the caller before every image was drawn: `images` holds those drawn by then. */
   stopped: boolean;
 }

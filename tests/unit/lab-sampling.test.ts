@@ -96,6 +96,7 @@ describe('lab sampling', () => {
     // Aborted during the first pair's base image: its LoRA image is still drawn, then nothing more.
     const r = await lab.sample(asked, (done) => (progress.push(done), done === 1 && stop.abort()), stop.signal);
     expect(r.stopped).toBe(true);
+    expect(r.asked).toBe(4);
     expect(r.images.map((i) => [i.prompt, i.seed])).toEqual([['a red circle', 5]]);
     expect(r.images[0].lora).not.toBeNull();
     expect(progress.at(-1)).toBe(4);

@@ -137,10 +137,9 @@ export function createSamplesStore(client: () => EngineClient) {
       }
       const job = `sample-${Date.now()}-${Math.random().toString(36).slice(2, 8)}`;
       set({ status: { state: 'running', done: 0, total: 0, job, stopping: false }, error: null, stopped: null });
-      const prompts = form.prompts.split('\n');
       const r = await client().lab.sample(
         {
-          prompts,
+          prompts: form.prompts.split('\n'),
           seeds,
           run: form.run || undefined,
           loraScale: form.loraScale,
@@ -161,7 +160,7 @@ export function createSamplesStore(client: () => EngineClient) {
         set({ status: { state: 'idle' }, error: r.error });
         return;
       }
-      const asked = prompts.filter((p) => p.trim() !== '').length * new Set(seeds).size;
+      const { asked } = r.value;
       // Stopped before the first image: the images shown before stay.
       if (r.value.stopped && !r.value.images.length) return set({ status: { state: 'idle' }, stopped: { drawn: 0, asked } });
       for (const old of get().images) {

@@ -2,7 +2,6 @@
 // each, presets), start / pause / resume / cancel, progress with an ETA, live charts of the step metrics, the
 // preview samples as they are made, and the run list.
 
-import type { LossMethod } from '../../tpo/methods';
 import { type ChangeEvent, memo, useEffect, useId } from 'react';
 import { useDataStore } from '../data/store';
 import { useModelStore } from '../model/store';
@@ -12,6 +11,7 @@ import { ErrorNotice } from '../ErrorNotice';
 import { datasetSize, formatCount } from '../format';
 import { formatBytes } from '../../util/format';
 import { METHODS_FOR } from '../../tpo/examples';
+import type { LossMethod } from '../../tpo/methods';
 import type { RunInfo } from '../../worker/api';
 
 interface Field {

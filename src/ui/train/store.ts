@@ -2,10 +2,10 @@
 // or a preset), the run list, and the run on screen: its metrics (read back from storage, then extended by
 // live step events, so a resumed run draws one continuous curve), its previews and its status.
 
-import type { LossMethod } from '../../tpo/methods';
 import { create } from 'zustand';
 import { persist } from 'zustand/middleware';
 import { defaultTrainConfig, type TrainConfig } from '../../tpo/trainer';
+import type { LossMethod } from '../../tpo/methods';
 import type { EngineError, LabRunEvent, RunInfo, RunRequest } from '../../worker/api';
 import type { EngineClient } from '../../worker/client';
 import { useDataStore } from '../data/store';
