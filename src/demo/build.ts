@@ -95,7 +95,8 @@ export function demoSettings(options: { quick?: boolean; seed?: number; images?:
       // captions') latents and text states, 3.4-3.8 s per UNet step of 8 at 16 x 16 latents. Cross-attention
       // only at the 8 x 8 level: at 16 x 16 it cost more than the rest of the step. A network of 16 / 32 / 32
       // channels takes 2.5x less per row than 32 / 64 / 64, so the same time buys 2.5x the steps. Built at
-      // these settings (62 min), the UNet does not yet draw shapes (README, "Not yet: a demo model that draws").
+      // these settings (62 min), the UNet gets every background right but does not yet draw the shapes (README,
+      // "The committed demo model, and what it does not do yet").
       {
         seed: 0,
         images: 256,
@@ -234,7 +235,7 @@ const TEXT_INIT = { embeddingStd: { token_embedding: 1, position_embedding: 0.5 
  * - rescale_betas_zero_snr: x_999 holds no image. With SD1.5's schedule it holds 0.068 x0, and the v model
  *   learned to read each image's background from it (x0 error at t = 999 of 0.35 with the caption and 0.47
  *   without, against a variance of 0.91), then drew the background of whatever the starting noise's mean
- *   was: 3 of 8 training prompts sampled with the right background (README, "The demo model").
+ *   was: 3 of 8 training prompts sampled with the right background (README, "The committed demo model").
  * - timestep_spacing trailing: sampling starts at t = 999, the pure noise it starts from.
  */
 const { _class_name: _pndmScheduler, skip_prk_steps: _pndmOnly, ...SD15_SCHEDULE } = SD15_SCHEDULER_FILE;
