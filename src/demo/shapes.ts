@@ -101,12 +101,10 @@ function shapePhrase(s: Shape, sizes: boolean): string {
  * background" or "a large green triangle at the top, on a black background".
  *
  * Rule-editor coverage (src/llm/rules.ts): circle/square/triangle (content, group "shapes"), the colours and
- * small/large (attribute: "colour", "size"), left/right, top/bottom, above (spatial) all swap. Gaps: no
- * context list names a background colour, so the background changes only under the attribute principle
- * (its colour word) and a context edit appends a setting ("at night"); "center" is in no spatial list, so a
- * centred shape has no real spatial negative (only the weak "on" of "on a ... background" changes); and the
- * content and colour lists hold words outside this world ("star", "pink"), so some negatives name a shape or
- * colour the demo never draws (still mismatched, but the judge cannot read them).
+ * small/large (attribute: "colour", "size"), left/right, top/bottom, above (spatial), and the background's
+ * colour (context: a colour right before "background") all swap. Gaps: "center" is in no spatial list, so a
+ * centred shape has no spatial negative; and the content and colour lists hold words outside this world
+ * ("star", "pink"), so an editor not kept to shapesWords() writes some negatives the judge cannot read.
  */
 export function shapesCaption(scene: ShapesScene, options: CaptionOptions = {}): string {
   const sizes = options.sizes ?? true;

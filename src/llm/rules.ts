@@ -139,7 +139,7 @@ interface Site {
 }
 
 /** After a weak "on", words that show it is not a spatial relation between objects. */
-const NOT_SPATIAL_AFTER_ON = /^\s+(?:(?:a|an|the)\s+)?(?:[\p{L}-]+\s+)?(?:day|night|morning|afternoon|evening|weekend|holiday|monday|tuesday|wednesday|thursday|friday|saturday|sunday|mars|moon|earth|artstation|pixiv|deviantart|behance|instagram|display|fire|sale|tv|screen|film|canvas|paper|vacation|stage)(?![\p{L}])/iu;
+const NOT_SPATIAL_AFTER_ON = /^\s+(?:(?:a|an|the)\s+)?(?:[\p{L}-]+\s+)?(?:day|night|morning|afternoon|evening|weekend|holiday|monday|tuesday|wednesday|thursday|friday|saturday|sunday|mars|moon|earth|artstation|pixiv|deviantart|behance|instagram|display|fire|sale|tv|screen|film|canvas|paper|vacation|stage|background|backdrop)(?![\p{L}])/iu;
 
 const escapeRe = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const bounded = (alternatives: string[]) =>
@@ -164,6 +164,9 @@ const compiled: Record<Principle, CompiledGroup[]> = Object.fromEntries(
   ]),
 ) as Record<Principle, CompiledGroup[]>;
 
+/** A colour right before "background" ("on a white background") is the scene's, not an object's. */
+const BACKGROUND_AFTER = /^\s+(?:background|backdrop)(?![\p{L}])/iu;
+
 function swapSites(caption: string, principle: Principle): Site[] {
   const sites: Site[] = [];
   for (const { group, re, classOf } of compiled[principle]) {
@@ -173,6 +176,7 @@ function swapSites(caption: string, principle: Principle): Site[] {
       if (k === undefined) continue;
       const end = m.index! + m[0].length;
       if (group.weak && NOT_SPATIAL_AFTER_ON.test(caption.slice(end))) continue;
+      if (principle === 'attribute' && group.name === 'colour' && BACKGROUND_AFTER.test(caption.slice(end))) continue;
       // Each other class, written with its first (most common) word.
       const options = group.classes.filter((_, i) => i !== k).map((c) => c[0]);
       sites.push({ start: m.index!, end, principle, options, kind: 'swap', ...(group.weak ? { weak: true } : {}) });
@@ -181,6 +185,21 @@ function swapSites(caption: string, principle: Principle): Site[] {
   // Weak matches count only when nothing else matched.
   const strong = sites.filter((s) => !s.weak);
   return strong.length ? strong : sites;
+}
+
+/** Context: the background's colour ("on a white background" -> "on a blue background"). */
+function backgroundSites(caption: string): Site[] {
+  const sites: Site[] = [];
+  const colours = COLOURS.flat();
+  const re = bounded(colours);
+  for (const m of caption.matchAll(re)) {
+    const end = m.index! + m[0].length;
+    if (!BACKGROUND_AFTER.test(caption.slice(end))) continue;
+    const word = m[0].toLowerCase();
+    const options = COLOURS.filter((c) => !c.includes(word)).map((c) => c[0]);
+    sites.push({ start: m.index!, end, principle: 'context', options, kind: 'swap' });
+  }
+  return sites;
 }
 
 /** Counts: "a cat" -> "two cats", "3 apples" -> "5 apples". */
@@ -239,6 +258,7 @@ export function editSites(caption: string, principle: Principle): Site[] {
   let sites: Site[];
   // A count site ("a cat" -> "two cats") may overlap a noun swap ("cat" -> "dog"): both stay as choices.
   if (principle === 'content') sites = [...countSites(caption), ...dropOverlaps(swapSites(caption, 'content'))];
+  else if (principle === 'context') sites = dropOverlaps([...swapSites(caption, 'context'), ...backgroundSites(caption)]);
   else sites = dropOverlaps(swapSites(caption, principle));
   if (sites.length) return sites;
   if (principle === 'attribute') return colourInsertSites(caption);
@@ -278,18 +298,29 @@ function applySite(caption: string, site: Site, replacement: string): string {
   return before + text + after;
 }
 
-/** One rule edit of `caption` by `principle` ('mix' picks a principle that applies), or null if none applies. */
-export function ruleEdit(caption: string, principle: PrincipleChoice, rand: () => number): { caption: string; principle: Principle } | null {
+/** Sites whose replacements are kept to `words` (when given): a site left with none is dropped. */
+function sitesWithin(caption: string, principle: Principle, words?: ReadonlySet<string>): Site[] {
+  const sites = editSites(caption, principle);
+  if (!words) return sites;
+  const writable = (text: string) => (text.toLowerCase().match(/[\p{L}\p{N}'-]+/gu) ?? []).every((w) => words.has(w));
+  return sites.map((s) => ({ ...s, options: s.options.filter(writable) })).filter((s) => s.options.length > 0);
+}
+
+/**
+ * One rule edit of `caption` by `principle` ('mix' picks a principle that applies), or null if none applies.
+ * With `words`, an edit writes only words of that set.
+ */
+export function ruleEdit(caption: string, principle: PrincipleChoice, rand: () => number, words?: ReadonlySet<string>): { caption: string; principle: Principle } | null {
   let p: Principle;
   let sites: Site[];
   if (principle === 'mix') {
-    const applicable = PRINCIPLES.map((q) => ({ q, s: editSites(caption, q) })).filter((x) => x.s.length > 0 && (x.s[0].kind === 'swap' || x.s[0].kind === 'count'));
-    const chosen = applicable.length ? pick(rand, applicable) : { q: 'context' as Principle, s: editSites(caption, 'context') };
+    const applicable = PRINCIPLES.map((q) => ({ q, s: sitesWithin(caption, q, words) })).filter((x) => x.s.length > 0 && (x.s[0].kind === 'swap' || x.s[0].kind === 'count'));
+    const chosen = applicable.length ? pick(rand, applicable) : { q: 'context' as Principle, s: sitesWithin(caption, 'context', words) };
     p = chosen.q;
     sites = chosen.s;
   } else {
     p = principle;
-    sites = editSites(caption, principle);
+    sites = sitesWithin(caption, principle, words);
   }
   if (sites.length === 0) return null;
   const site = pick(rand, sites);
@@ -304,6 +335,11 @@ export interface RuleEditorOptions {
   tokenBudget?: number;
   /** Draws tried before giving up on a caption (default 24). */
   maxTries?: number;
+  /**
+   * The only words an edit may write, lower case (default: any). A small model's whole vocabulary, such as
+   * the demo's shapes world, where "sphere" would be a word its text encoder never learnt.
+   */
+  words?: ReadonlySet<string>;
 }
 
 /** The offline editor: the default when no LLM endpoint is set. */
@@ -321,7 +357,7 @@ export class RuleCaptionEditor implements CaptionEditor {
     let lastReason = `no ${principle === 'mix' ? '' : `${principle} `}word the rule editor knows in this caption`;
     for (let attempt = 0; attempt < tries; attempt++) {
       const rand = seededRandom(this.options.seed ?? 0, caption, principle, index, attempt);
-      const edit = ruleEdit(caption, principle, rand);
+      const edit = ruleEdit(caption, principle, rand, this.options.words);
       if (!edit) break;
       const verdict = validateNegative(caption, edit.caption, {
         principle: edit.principle,

@@ -177,3 +177,29 @@ describe('rule editor, determinism and validity', () => {
     expect(['cat', 'bus', 'strawberry', 'man', 'sheep', 'wolf', 'bench'].map(pluralize)).toEqual(['cats', 'buses', 'strawberries', 'men', 'sheep', 'wolves', 'benches']);
   });
 });
+
+describe('rule editor, backgrounds and word sets', () => {
+  it('context swaps the colour of a background; attribute leaves it alone', async () => {
+    const caption = 'a red car on a white background';
+    for (let i = 0; i < 6; i++) {
+      const context = edit(caption, 'context', i);
+      expect(context.ok && context.caption, `context ${i}`).toMatch(/^a red car on an? (?!white )\S+ background$/);
+      const attribute = edit(caption, 'attribute', i);
+      expect(attribute.ok && attribute.caption, `attribute ${i}`).toMatch(/^an? (?!red )\S+ car on a white background$/);
+    }
+    // "on" before a background is not a relation between objects: no spatial edit to make.
+    expect(edit('a red car on a white background', 'spatial').ok).toBe(false);
+  });
+
+  it('writes only words of `words` when given, and fails when none is left', async () => {
+    const words = new Set(['a', 'red', 'blue', 'cat', 'dog', 'on', 'the', 'left', 'right']);
+    const editor = new RuleCaptionEditor({ seed: 3, words });
+    for (let i = 0; i < 8; i++) {
+      const r = await editor.edit({ caption: 'a red cat on the left', principle: 'mix', index: i });
+      expect(r.ok).toBe(true);
+      if (r.ok) for (const w of r.caption.split(' ')) expect(words.has(w), r.caption).toBe(true);
+    }
+    const none = await new RuleCaptionEditor({ words: new Set(['a', 'red', 'cat']) }).edit({ caption: 'a red cat', principle: 'content' });
+    expect(none.ok).toBe(false);
+  });
+});
