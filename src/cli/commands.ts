@@ -2,6 +2,7 @@
 
 import { buildDemoCommand } from './build-demo';
 import type { Command } from './command';
+import { evalCommand } from './eval';
 import { exportCommand } from './export';
 import { goldenCommand } from './golden';
 import { judgeCommand } from './judge';
@@ -13,4 +14,4 @@ import { scoreCommand } from './score';
 import { shapesCommand } from './shapes';
 import { trainCommand } from './train';
 
-export const COMMANDS: readonly Command[] = [goldenCommand, pairsCommand, planCommand, trainCommand, scoreCommand, sampleCommand, exportCommand, shapesCommand, judgeShapesCommand, judgeCommand, buildDemoCommand];
+export const COMMANDS: readonly Command[] = [goldenCommand, pairsCommand, planCommand, trainCommand, scoreCommand, sampleCommand, exportCommand, shapesCommand, judgeShapesCommand, judgeCommand, buildDemoCommand, evalCommand];

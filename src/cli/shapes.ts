@@ -37,6 +37,23 @@ export const shapesCommand: Command = {
   run: runShapes,
 };
 
+/** Writes `count` shapes-world images and their .txt captions into `out` (made if missing); returns the captions in order. */
+export async function writeShapesFolder(out: string, o: { seed: number; count: number; split: ShapesSplit; size: number; sizes: boolean }): Promise<string[]> {
+  await mkdir(out, { recursive: true });
+  // In chunks, so a large data set never holds every image in memory at once.
+  const captions: string[] = [];
+  for (let start = 0; start < o.count; start += 256) {
+    const items = shapesDataset({ seed: o.seed, count: Math.min(256, o.count - start), split: o.split, size: o.size, sizes: o.sizes, start });
+    for (const [k, item] of items.entries()) {
+      const name = shapesFileName(start + k, o.count);
+      await writeFile(path.join(out, `${name}.png`), encodePng(item.image.data, item.image.width, item.image.height, {}));
+      await writeFile(path.join(out, `${name}.txt`), `${item.caption}\n`);
+      captions.push(item.caption);
+    }
+  }
+  return captions;
+}
+
 async function runShapes(argv: string[], io: CliIO): Promise<number> {
   const { values, positionals } = parseOptions(argv, OPTIONS);
   if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
@@ -50,19 +67,8 @@ async function runShapes(argv: string[], io: CliIO): Promise<number> {
   // A multiple of 8, as every image the lab trains on: the VAE turns 8 x 8 pixels into one latent.
   if (size % 8 !== 0) throw new UsageError(`--size must be a multiple of 8, not ${size}`);
   const out = path.resolve(io.cwd, outArg);
-  await mkdir(out, { recursive: true });
 
-  // In chunks, so a large data set never holds every image in memory at once.
-  const captions: string[] = [];
-  for (let start = 0; start < count; start += 256) {
-    const items = shapesDataset({ seed, count: Math.min(256, count - start), split: split as ShapesSplit, size, sizes: values['no-sizes'] !== true, start });
-    for (const [k, item] of items.entries()) {
-      const name = shapesFileName(start + k, count);
-      await writeFile(path.join(out, `${name}.png`), encodePng(item.image.data, item.image.width, item.image.height, {}));
-      await writeFile(path.join(out, `${name}.txt`), `${item.caption}\n`);
-      captions.push(item.caption);
-    }
-  }
+  const captions = await writeShapesFolder(out, { seed, count, split: split as ShapesSplit, size, sizes: values['no-sizes'] !== true });
   const promptsArg = stringOpt(values, 'prompts');
   if (promptsArg) await writeFile(path.resolve(io.cwd, promptsArg), `${captions.join('\n')}\n`);
   io.stdout.write(`wrote ${count} ${split === 'heldout' ? 'held-out' : 'training'} image${count === 1 ? '' : 's'} (${size} x ${size}) with captions to ${out}${promptsArg ? `, and their captions to ${promptsArg}` : ''}\n`);
