@@ -17,7 +17,7 @@ import { bytesSource, type DatasetSource } from '../data/source';
 import type { DatasetItem, ImportProblem } from '../data/types';
 import type { PrincipleChoice } from '../data/vocabulary';
 import { DEMO_DATASET_NAME, DEMO_DATASET_SEED, DEMO_DATASET_SIZE } from '../demo/files';
-import { shapesDataset, shapesFileName } from '../demo/shapes';
+import { shapesDataset, shapesFileName, shapesWorldWords } from '../demo/shapes';
 import { type Gpu, GpuDeviceLostError } from '../gpu/gpu';
 import { type Correlation, parseImplicitScores } from '../judges/agreement';
 import { ClipJudge, type JudgeKind } from '../judges/clip-judge';
@@ -478,7 +478,8 @@ export class Lab {
   async makeNegatives(id: string, request: NegativesRequest, onEvent?: (e: PairsEvent) => void, signal?: AbortSignal): Promise<Omit<PairsJobResult, 'items'>> {
     const items = await this.datasetItems(id);
     const tokenizer = this.model ? await this.model.tokenizer() : null;
-    const { editor, concurrency } = pairsEditor(request, tokenizer ? (t) => tokenizer.countTokens(t) : undefined);
+    const words = request.words ?? shapesWorldWords(items.map((i) => i.caption));
+    const { editor, concurrency } = pairsEditor({ ...request, words }, tokenizer ? (t) => tokenizer.countTokens(t) : undefined);
     const { items: _saved, ...result } = await runPairsJob({
       items,
       editor,

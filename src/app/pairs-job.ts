@@ -23,6 +23,8 @@ export interface PairsEditorSettings {
   rules?: boolean;
   /** Seed of the rule editor. */
   seed?: number | string;
+  /** The only words the rule editor may write (see RuleEditorOptions.words); absent: any. */
+  words?: readonly string[];
 }
 
 export interface PairsEditor {
@@ -41,7 +43,7 @@ export interface PairsEditor {
 export function pairsEditor(settings: PairsEditorSettings, countTokens?: (text: string) => number): PairsEditor {
   const llm = settings.llm;
   if (settings.rules || !hasEndpoint(llm)) {
-    return { editor: new RuleCaptionEditor({ seed: settings.seed, countTokens }), concurrency: 1 };
+    return { editor: new RuleCaptionEditor({ seed: settings.seed, countTokens, words: settings.words ? new Set(settings.words) : undefined }), concurrency: 1 };
   }
   const client = clientFromSettings(llm);
   const editor = new LlmCaptionEditor({ client, templates: llm.templates, maxAttempts: llm.maxAttempts, countTokens, temperature: llm.temperature });

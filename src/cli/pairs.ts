@@ -11,6 +11,7 @@ import { parseTrainerJsonl } from '../data/import';
 import { absoluteImagePath, importPath, relativeImagePath, writeFileAtomic } from '../data/node-fs';
 import { type DatasetItem, DatasetImportError, formatProblem } from '../data/types';
 import { PRINCIPLE_CHOICES, type PrincipleChoice, PRINCIPLES } from '../data/vocabulary';
+import { shapesWorldWords } from '../demo/shapes';
 import { LlmError } from '../llm/client';
 import { defaultTemplates, type PromptTemplates } from '../llm/principles';
 import { loadClipTokenizer } from '../models/tokenizer-node';
@@ -190,6 +191,7 @@ async function runPairs(argv: string[], io: CliIO): Promise<number> {
       {
         rules: useRules,
         seed,
+        words: shapesWorldWords(items.map((item) => item.caption)),
         llm: useRules
           ? null
           : { baseUrl: llmUrl!, model: llmModel!, apiKey, concurrency, timeoutMs: timeoutS * 1000, maxRetries: httpRetries, temperature, jsonMode, maxAttempts: tries, templates },
@@ -200,7 +202,7 @@ async function runPairs(argv: string[], io: CliIO): Promise<number> {
     if (e instanceof LlmError) throw new UsageError(e.message);
     throw e;
   }
-  if (built.editor.source === 'rule') say(`editor: rules (seed ${seed})${llmUrl && values.rules === true ? ' (--rules given: the LLM is not used)' : ''}`);
+  if (built.editor.source === 'rule') say(`editor: rules (seed ${seed}${shapesWorldWords(items.map((item) => item.caption)) ? '; shapes-world captions: edits keep to its words' : ''})${llmUrl && values.rules === true ? ' (--rules given: the LLM is not used)' : ''}`);
   else say(`editor: LLM ${llmModel} at ${built.url}${apiKey ? ` (API key from $${keyEnv})` : ''}`);
   if (!countTokens) say('note: no --tokenizer given, so the 77-token check uses an estimate');
 

@@ -173,6 +173,15 @@ export function shapesWords(): string[] {
   return [...new Set(phrases.flatMap((p) => p.split(' ')))].sort();
 }
 
+/**
+ * shapesWords() when every caption is a shapes-world caption (the demo data set, or one made like it), else
+ * undefined: the rule editor then keeps such a data set's negatives inside the world, where the demo model
+ * knows every word and the judge can read every negative.
+ */
+export function shapesWorldWords(captions: readonly string[]): string[] | undefined {
+  return captions.length > 0 && captions.every((c) => parseShapesPrompt(c) !== null) ? shapesWords() : undefined;
+}
+
 const alt = (words: Iterable<string>) => [...words].sort((a, b) => b.length - a.length).join('|');
 const SHAPE_RE = `an? (?:(${alt(Object.keys(SIZE_WORDS))}) )?(${SHAPE_COLOURS.join('|')}) (${SHAPE_KINDS.join('|')})`;
 const SINGLE_RE = new RegExp(`^${SHAPE_RE} (${alt(Object.keys(SINGLE_PHRASES))}),? on an? (${SHAPE_COLOURS.join('|')}) background\\.?$`);

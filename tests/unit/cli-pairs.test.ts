@@ -6,6 +6,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { captureIO } from '../helpers/cli';
 import { parseTrainerJsonl } from '../../src/data/import';
+import { parseShapesPrompt, shapesDataset } from '../../src/demo/shapes';
 import { main } from '../../src/cli/main';
 import { type CliIO, ProgressBar } from '../../src/cli/io';
 import { captionReply, chatReply, type FakeServer, startFakeOpenAI } from '../helpers/llm/fake-openai';
@@ -125,6 +126,18 @@ describe('tpo-lab pairs with the rule editor', () => {
     const b = items.find((i) => i.caption === 'two dogs playing')!;
     expect(b.negatives).toEqual([]);
     expect(b.failures).toEqual([expect.objectContaining({ principle: 'spatial', source: 'rule', reason: expect.stringMatching(/no spatial word/) })]);
+  });
+
+  it('keeps the negatives of a shapes-world data set inside the world (every one a caption the judge reads)', async () => {
+    const scenes = shapesDataset({ seed: 4, count: 16 });
+    const ds = dataset(Object.fromEntries(scenes.map((s, i) => [`s${i}`, s.caption])));
+    const c = capture();
+    await main(['pairs', '--data', ds.data, '--out', ds.out, '--per-caption', '4', '--rules'], c.io);
+    expect(c.err()).toMatch(/shapes-world captions: edits keep to its words/);
+    const negatives = readOut(ds.out).flatMap((i) => i.negatives);
+    expect(negatives.length).toBeGreaterThan(50);
+    for (const n of negatives) expect(parseShapesPrompt(n.caption), n.caption).not.toBeNull();
+    expect(new Set(negatives.map((n) => n.principle))).toEqual(new Set(['content', 'attribute', 'spatial', 'context']));
   });
 
   it('stops on dataset problems unless told to skip them', async () => {

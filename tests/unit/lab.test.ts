@@ -15,7 +15,7 @@ import { MemoryStorage } from '../../src/app/storage';
 import { encodePng } from '../../src/cli/sample';
 import { decodeImageNode } from '../../src/data/decode-node';
 import { nodeSource } from '../../src/data/node-fs';
-import { shapesDataset } from '../../src/demo/shapes';
+import { parseShapesPrompt, shapesDataset } from '../../src/demo/shapes';
 import type { Gpu } from '../../src/gpu/gpu';
 import { openNodeGpu } from '../../src/gpu/node';
 import { decodeLora } from '../../src/models/lora-io';
@@ -126,8 +126,10 @@ describe('lab', () => {
     expect(items.map((i) => i.image)).toEqual(['shape-00000.png', 'shape-00001.png', 'shape-00002.png', 'shape-00003.png', 'shape-00004.png', 'shape-00005.png']);
     const image = await decodeImageNode(await lab.datasetImage(id, items[0].image), items[0].image);
     expect([image.width, image.height]).toEqual([64, 64]);
-    const made = await lab.makeNegatives(id, { principles: ['attribute'], perCaption: 1, seed: 1 });
-    expect(made.made).toBe(6);
+    const made = await lab.makeNegatives(id, { principles: ['content', 'attribute', 'spatial', 'context'], perCaption: 4, seed: 1 });
+    expect(made.made).toBeGreaterThan(20); // a centred shape has no spatial edit
+    // The rule editor keeps to the world's words: each negative is a caption the demo model and the judge read.
+    for (const n of (await lab.datasetItems(id)).flatMap((i) => i.negatives)) expect(parseShapesPrompt(n.caption), n.caption).not.toBeNull();
     await lab.deleteDataset(id);
   });
 
