@@ -40,8 +40,6 @@ export interface RunSettings {
   scoreDraws: number;
   scoreEvery: number;
   scoreLimit: number;
-  /** Score the training split as well as the held-out one (default true). */
-  scoreTrain?: boolean;
   checkpointEvery: number;
   dtype: 'fp16' | 'fp32';
   title?: string;
@@ -303,7 +301,7 @@ async function stepLoop(
   const score = async () => {
     if (settings.scoreDraws === 0) return;
     for (const [name, examples] of [['train', split.train], ['held-out', split.heldOut]] as const) {
-      if (examples.length === 0 || (name === 'train' && settings.scoreTrain === false)) continue;
+      if (examples.length === 0) continue;
       const subset = examples.slice(0, settings.scoreLimit);
       const s = await implicitScores(trainer.gpu, trainer.unet, subset, trainer.features, { k: settings.scoreDraws, seed: DEFAULT_SCORE_SEED, beta: c.beta, batchSize: c.batchSize, schedule: trainer.schedule });
       const lines = s.scores.map((x) => JSON.stringify({ step: trainer.state.step, split: name, ...x }));

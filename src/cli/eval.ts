@@ -9,8 +9,9 @@ import { copyFile, mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { InputError } from '../app/errors';
 import { readText } from '../app/storage';
-import { type RunEnvironment, type RunSettings, trainRun } from '../app/training-run';
 import { runPairsJob } from '../app/pairs-job';
+import { prepareTrainingFeatures } from '../app/training-data';
+import { LORA_FILE, type RunEnvironment, type RunSettings, trainRun } from '../app/training-run';
 import { decodeImageNode } from '../data/decode-node';
 import { exportTrainerJsonl } from '../data/export';
 import { writeFileAtomic } from '../data/node-fs';
@@ -19,7 +20,8 @@ import { PRINCIPLES } from '../data/vocabulary';
 import { EVAL_QUICK, EVAL_SETTINGS, type EvalResult, type EvalRun, evalMarkdown, evalRuns, type EvalSettings, groupBy, methodResult, type ModelOutcome, replaceMarkedSection } from '../demo/eval';
 import { judgeShapes, summarizeJudgements, type Judgement } from '../demo/judge';
 import { SHAPES_IMAGE_SIZE, shapesDataset, shapesFileName, shapesWords } from '../demo/shapes';
-import { DEFAULT_SAMPLE_SETTINGS, imageGrid, type SampledImage, type SampleSettings, TextToImage } from '../diffusion/pipeline';
+import { DEFAULT_SAMPLE_SETTINGS, imageGrid, loadSchedulerConfig, type SampledImage, type SampleSettings, TextToImage } from '../diffusion/pipeline';
+import { noiseSchedule } from '../diffusion/schedule';
 import type { Gpu } from '../gpu/gpu';
 import { pearson, spearman } from '../judges/correlation';
 import { RuleCaptionEditor } from '../llm/rules';
@@ -29,7 +31,8 @@ import { openSafetensorsFile } from '../models/safetensors-node';
 import { loadUNet, unetParams, type UNet } from '../models/unet';
 import { preferHalfWeights } from '../models/weights';
 import { dirFeatureStore } from '../tpo/feature-store-node';
-import { splitExamples } from '../tpo/examples';
+import { splitExamples, type TrainExample } from '../tpo/examples';
+import { DEFAULT_SCORE_SEED, type ExampleScore, implicitScores, summarise } from '../tpo/scores';
 import { defaultTrainConfig, TrainControl, type TrainConfig } from '../tpo/trainer';
 import { formatHelp, intOpt, type OptionTable, parseOptions, type ParsedValues, stringOpt, UsageError } from './args';
 import type { Command } from './command';
@@ -120,35 +123,40 @@ async function runEval(argv: string[], io: CliIO): Promise<number> {
   const runs = evalRuns(settings);
   const { gpu, release } = await commandGpu(io);
   const model = openModelDir(modelDir);
+  const cache = path.join(out, 'cache');
   const outcomes: ModelOutcome[] = [];
   const correlation: { implicit: number; judge: number }[] = [];
   const gridRows = new Map<string, Uint8Array[]>();
+  const timing = { train_s: 0, score_s: 0, sample_s: 0 };
   try {
     // Training: every run, one after the other, sharing one feature cache.
-    const trained = new Map<string, { heldOut: ModelOutcome['heldOut']; seconds: number | null }>();
     for (const [i, run] of runs.entries()) {
       const dir = path.join(out, 'runs', run.name);
-      const dataFile = await pairsFile(run.principles);
-      const data = await loadTrainingData(dataFile, run.method, { skipBadLines: false, negatives: 'all' });
-      if (!(existsSync(path.join(dir, 'lora.safetensors')) && existsSync(path.join(dir, 'scores.jsonl')))) {
+      if (!existsSync(path.join(dir, LORA_FILE))) {
         await rm(dir, { recursive: true, force: true }); // a run stopped midway starts again
+        const dataFile = await pairsFile(run.principles);
+        const data = await loadTrainingData(dataFile, run.method, { skipBadLines: false, negatives: 'all' });
         say(`train ${i + 1}/${runs.length}: ${run.name} (${run.method}, ${run.principles.join(', ')}${run.kappa === null ? ', no clip' : ''})`);
         const t0 = performance.now();
-        await trainOne(run, settings, data, { modelDir, dataFile, dir, cache: path.join(out, 'cache'), gpu, model, size }, io);
-        await writeFile(path.join(dir, 'seconds.txt'), `${((performance.now() - t0) / 1000).toFixed(1)}\n`);
+        await trainOne(run, settings, data, { modelDir, dataFile, dir, cache, gpu, model, size }, io);
+        await writeFile(path.join(dir, SECONDS_FILE), `${((performance.now() - t0) / 1000).toFixed(1)}\n`);
       }
-      const scores = await heldOutScores(dir);
-      const secondsText = (await readText(folderStorage(dir), 'seconds.txt')) ?? '';
-      trained.set(run.name, { heldOut: scores.summary, seconds: secondsText ? Number(secondsText) : null });
-      // Implicit margin against the judge's margin, on the TDPO runs' held-out pairs (image, c_w, c_l).
-      if (run.key === 'tdpo') {
-        const byId = new Map(splitExamples(data.examples, settings.holdout, run.seed).heldOut.map((e) => [e.id, e]));
-        for (const s of scores.examples) {
-          const e = byId.get(s.id);
-          if (!e) continue;
-          const image = await decodeImageNode(new Uint8Array(await readFile(e.w.image)), e.w.image);
-          correlation.push({ implicit: s.margin, judge: judgeShapes(image, e.w.caption).score - judgeShapes(image, e.l.caption).score });
-        }
+      timing.train_s += await readSeconds(dir);
+    }
+
+    // Held-out implicit scores: every LoRA on the same pairs, the held-out images of its seed with their
+    // negatives of every principle, so that methods and ablations compare on one footing.
+    const all = await loadTrainingData(await pairsFile(PRINCIPLES), 'tdpo', { skipBadLines: false, negatives: 'all' });
+    const heldOutOf = (seed: number) => splitExamples(all.examples, settings.holdout, seed).heldOut;
+    const scores = await scoreRuns(runs, heldOutOf, { gpu, model, cache, out, settings, size }, say);
+    for (const run of runs) timing.score_s += scores.get(run.name)!.seconds;
+    // Implicit margin against the judge's margin on the TDPO runs' held-out pairs (image, c_w, c_l).
+    for (const run of runs.filter((r) => r.key === 'tdpo')) {
+      const byId = new Map(heldOutOf(run.seed).map((e) => [e.id, e]));
+      for (const s of scores.get(run.name)!.scores) {
+        const e = byId.get(s.id)!;
+        const image = await decodeImageNode(new Uint8Array(await readFile(e.w.image)), e.w.image);
+        correlation.push({ implicit: s.margin, judge: judgeShapes(image, e.w.caption).score - judgeShapes(image, e.l.caption).score });
       }
     }
 
@@ -163,9 +171,11 @@ async function runEval(argv: string[], io: CliIO): Promise<number> {
       const sampleSettings: SampleSettings = { ...DEFAULT_SAMPLE_SETTINGS, sampler: 'ddim', steps: settings.sampleSteps, guidance: settings.guidance, width: size, height: size, loraScale: 0 };
       for (const name of ['base', ...runs.map((r) => r.name)]) {
         const run = runs.find((r) => r.name === name);
-        const judged = await sampleAndJudge(t2i, name === 'base' ? null : path.join(out, 'runs', name, 'lora.safetensors'), prompts, settings.sampleSeeds, sampleSettings, path.join(out, 'samples', name), say);
-        const t = trained.get(name);
-        outcomes.push({ run: name, seed: run?.seed ?? null, judge: summarizeJudgements(judged.map((j) => j.judgement)), heldOut: t?.heldOut ?? null, trainSeconds: t?.seconds ?? null });
+        const dir = path.join(out, 'samples', name);
+        const judged = await sampleAndJudge(t2i, name === 'base' ? null : path.join(out, 'runs', name, LORA_FILE), prompts, settings.sampleSeeds, sampleSettings, dir, say);
+        timing.sample_s += await readSeconds(dir);
+        const heldOut = run ? scores.get(name)! : null;
+        outcomes.push({ run: name, seed: run?.seed ?? null, judge: summarizeJudgements(judged.map((j) => j.judgement)), heldOut, trainSeconds: run ? await readSeconds(path.join(out, 'runs', name)) : null });
         const firstSeed = judged.filter((j) => j.seed === settings.sampleSeeds[0]).slice(0, 8);
         if (name === 'base' || (run && !run.ablation && run.seed === settings.trainSeeds[0])) gridRows.set(name, firstSeed.map((j) => j.rgba));
       }
@@ -184,7 +194,7 @@ async function runEval(argv: string[], io: CliIO): Promise<number> {
   const byKey = groupBy(outcomes, (o) => (o.run === 'base' ? 'base' : runs.find((r) => r.name === o.run)!.key));
   const ablationKeys = new Set(runs.filter((r) => r.ablation).map((r) => r.key));
   const result: EvalResult = {
-    settings: { ...settings, model: modelDir, seconds: Math.round((performance.now() - started) / 1000), adapter: adapterName(gpu), negatives },
+    settings: { ...settings, model: modelDir, seconds: Math.round((performance.now() - started) / 1000), timing: roundTiming(timing), adapter: adapterName(gpu), negatives, scoreBeta: SCORE_BETA },
     methods: Object.fromEntries([...byKey].filter(([k]) => !ablationKeys.has(k)).map(([k, o]) => [k, methodResult(o)])),
     ablations: Object.fromEntries([...byKey].filter(([k]) => ablationKeys.has(k)).map(([k, o]) => [k, methodResult(o)])),
     margin_correlation: {
@@ -239,10 +249,9 @@ async function trainOne(
     holdout: s.holdout,
     cache: where.cache,
     precision: 'auto',
-    scoreDraws: s.scoreDraws,
+    scoreDraws: 0, // scored afterwards, every run on the same pairs (scoreRuns)
     scoreEvery: 0,
-    scoreLimit: 1024,
-    scoreTrain: false,
+    scoreLimit: 1,
     checkpointEvery: s.steps,
     dtype: 'fp32',
     title: `TPO Lab demo eval ${run.name}`,
@@ -271,17 +280,74 @@ async function trainOne(
   }
 }
 
-/** A run's held-out implicit scores, from its scores.jsonl (the last scoring). */
-async function heldOutScores(dir: string): Promise<{ summary: ModelOutcome['heldOut']; examples: { id: string; margin: number }[] }> {
-  const lines = ((await readText(folderStorage(dir), 'scores.jsonl')) ?? '').split('\n').filter((l) => l.trim());
-  const records = lines.map((l) => JSON.parse(l) as { split: string; summary?: boolean; step: number; id?: string; margin?: number; accuracy?: number; meanMargin?: number; examples?: number });
-  const last = Math.max(...records.map((r) => r.step));
-  const heldOut = records.filter((r) => r.split === 'held-out' && r.step === last);
-  const summary = heldOut.find((r) => r.summary);
-  return {
-    summary: summary ? { accuracy: summary.accuracy!, meanMargin: summary.meanMargin!, examples: summary.examples! } : null,
-    examples: heldOut.filter((r) => !r.summary).map((r) => ({ id: r.id!, margin: r.margin! })),
-  };
+const SECONDS_FILE = 'seconds.txt';
+const HELD_OUT_FILE = 'heldout-scores.json';
+
+/** One model's held-out implicit scores, as scoreRuns writes them. */
+type HeldOutScores = NonNullable<ModelOutcome['heldOut']> & { seconds: number; scores: ExampleScore[] };
+
+/** All implicit margins are on TDPO's beta, whatever the method, so they compare (accuracy does not depend on it). */
+const SCORE_BETA = defaultTrainConfig('tdpo').beta;
+
+async function readSeconds(dir: string): Promise<number> {
+  const text = (await readText(folderStorage(dir), SECONDS_FILE)) ?? '';
+  return Number(text) || 0;
+}
+
+function roundTiming(t: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(t).map(([k, v]) => [k, Math.round(v)]));
+}
+
+/** Puts a LoRA file on the UNet (in place of any other). */
+async function loadLoraFile(gpu: Gpu, unet: UNet, file: string): Promise<void> {
+  const { file: st, close } = await openSafetensorsFile(file);
+  try {
+    unet.lora?.release();
+    unet.lora = await readLora(gpu, st, unetParams(unet.config));
+  } finally {
+    await close();
+  }
+}
+
+/**
+ * Each run's implicit scores on the held-out pairs of its seed (`heldOutOf`), K draws each, written to the
+ * run's heldout-scores.json (read back when it is there).
+ */
+async function scoreRuns(
+  runs: readonly EvalRun[],
+  heldOutOf: (seed: number) => TrainExample[],
+  c: { gpu: Gpu; model: ReturnType<typeof openModelDir>; cache: string; out: string; settings: EvalSettings; size: number },
+  say: (text: string) => void,
+): Promise<Map<string, HeldOutScores>> {
+  const file = (run: EvalRun) => path.join(c.out, 'runs', run.name, HELD_OUT_FILE);
+  const result = new Map<string, HeldOutScores>();
+  for (const run of runs) if (existsSync(file(run))) result.set(run.name, JSON.parse(await readFile(file(run), 'utf8')) as HeldOutScores);
+  const todo = runs.filter((r) => !result.has(r.name));
+  if (todo.length === 0) return result;
+  const examples = [...new Map(todo.flatMap((r) => heldOutOf(r.seed)).map((e) => [e.id, e])).values()];
+  const features = await prepareTrainingFeatures(c.gpu, c.model, examples, { resolution: c.size, store: dirFeatureStore(c.cache), readImage: readImageFile, decode: decodeImageNode });
+  const unet = await c.model.loadUNet(c.gpu, { halfWeights: preferHalfWeights(c.gpu) });
+  try {
+    const schedule = noiseSchedule(await loadSchedulerConfig(c.model.files));
+    for (const run of todo) {
+      const t0 = performance.now();
+      await loadLoraFile(c.gpu, unet, path.join(c.out, 'runs', run.name, LORA_FILE));
+      const pairs = heldOutOf(run.seed);
+      const s = await implicitScores(c.gpu, unet, pairs, features, { k: c.settings.scoreDraws, seed: DEFAULT_SCORE_SEED, beta: SCORE_BETA, batchSize: c.settings.batch, schedule });
+      unet.lora?.release();
+      unet.lora = null;
+      const byPrinciple = Object.fromEntries([...groupBy(s.scores, (x) => x.principle ?? 'other')].map(([p, xs]) => [p, summarise(xs).accuracy]));
+      const scored: HeldOutScores = { accuracy: s.accuracy, meanMargin: s.meanMargin, examples: pairs.length, byPrinciple, seconds: (performance.now() - t0) / 1000, scores: s.scores };
+      await writeFileAtomic(file(run), `${JSON.stringify(scored)}\n`);
+      say(`scores ${run.name}: held-out implicit accuracy ${s.accuracy.toFixed(3)}, mean margin ${s.meanMargin.toPrecision(4)} (${pairs.length} pairs, K=${c.settings.scoreDraws})`);
+      result.set(run.name, scored);
+    }
+  } finally {
+    unet.lora?.release();
+    unet.lora = null;
+    unet.release();
+  }
+  return result;
 }
 
 interface JudgedSample {
@@ -309,15 +375,8 @@ async function sampleAndJudge(t2i: TextToImage, lora: string | null, prompts: st
   }
   await mkdir(dir, { recursive: true });
   const unet = t2i.unet;
-  if (lora) {
-    const { file, close } = await openSafetensorsFile(lora);
-    try {
-      unet.lora = await readLora(t2i.gpu, file, unetParams(unet.config));
-    } finally {
-      await close();
-    }
-  }
   const t0 = performance.now();
+  if (lora) await loadLoraFile(t2i.gpu, unet, lora);
   const images: SampledImage[] = [];
   try {
     // Several prompts at once: on a CPU driver a batch of 16 costs far less than 16 batches of one.
@@ -334,6 +393,7 @@ async function sampleAndJudge(t2i: TextToImage, lora: string | null, prompts: st
     rgba: image.rgba,
   }));
   for (const j of out) await writeFile(path.join(dir, j.file), encodePng(j.rgba, settings.width, settings.height, { Description: j.prompt }));
+  await writeFile(path.join(dir, SECONDS_FILE), `${((performance.now() - t0) / 1000).toFixed(1)}\n`);
   await writeFileAtomic(index, `${JSON.stringify(out.map(({ rgba: _rgba, ...rest }) => rest), null, 2)}\n`);
   const mean = out.reduce((a, j) => a + j.judgement.score, 0) / out.length;
   say(`samples ${path.basename(dir)}: ${out.length} images in ${((performance.now() - t0) / 1000).toFixed(0)} s, judge ${mean.toFixed(3)}`);

@@ -5,8 +5,8 @@
 // Every method trains a LoRA on the same data (the demo's training images, one rule-editor negative per
 // principle per caption), for the same steps, batch and learning rate, from each training seed; the base
 // model and each LoRA then draw the same held-out prompts from the same seeds, and the demo's judge
-// (judge.ts) scores every image. Held-out implicit accuracy and margin come from the run's own scores on the
-// images it held out.
+// (judge.ts) scores every image. Held-out implicit accuracy and margin: every LoRA scored on the same pairs,
+// the images its seed holds out with their negatives of every principle.
 
 import type { Principle } from '../data/vocabulary';
 import { PRINCIPLES } from '../data/vocabulary';
@@ -31,7 +31,7 @@ export interface EvalSettings {
   rank: number;
   /** Share of the training images held out for the implicit scores. */
   holdout: number;
-  /** Implicit-score draws of (t, eps) per held-out example (every held-out example is scored; the training split is not). */
+  /** Implicit-score draws of (t, eps) per held-out pair (every held-out pair is scored). */
   scoreDraws: number;
   sampleSteps: number;
   guidance: number;
@@ -104,8 +104,8 @@ export interface ModelOutcome {
   run: string;
   seed: number | null;
   judge: JudgeSummary;
-  /** Held-out implicit scores (null for the base model, or with no held-out examples). */
-  heldOut: { accuracy: number; meanMargin: number; examples: number } | null;
+  /** Held-out implicit scores (null for the base model): accuracy overall and by the negative's principle. */
+  heldOut: { accuracy: number; meanMargin: number; examples: number; byPrinciple: Record<string, number> } | null;
   trainSeconds: number | null;
 }
 
@@ -127,6 +127,8 @@ export interface MethodResult {
   judge: MeanStd & { per_fact: Record<FactKind, MeanStd>; runs: { run: string; seed: number | null; score: number; per_fact: Record<FactKind, number> }[] };
   heldout_accuracy: MeanStd | null;
   heldout_margin: MeanStd | null;
+  /** Held-out implicit accuracy on each principle's pairs. */
+  heldout_accuracy_by_principle: Record<string, MeanStd> | null;
 }
 
 const round = (x: number, digits = 4) => (Number.isFinite(x) ? Number(x.toFixed(digits)) : x);
@@ -144,6 +146,9 @@ export function methodResult(outcomes: readonly ModelOutcome[]): MethodResult {
     },
     heldout_accuracy: scored.length ? rounded(meanStd(scored.map((o) => o.heldOut!.accuracy))) : null,
     heldout_margin: scored.length ? rounded(meanStd(scored.map((o) => o.heldOut!.meanMargin))) : null,
+    heldout_accuracy_by_principle: scored.length
+      ? Object.fromEntries(PRINCIPLES.filter((p) => p in scored[0].heldOut!.byPrinciple).map((p) => [p, rounded(meanStd(scored.map((o) => o.heldOut!.byPrinciple[p])))]))
+      : null,
   };
 }
 
@@ -155,7 +160,17 @@ export function groupBy<T>(items: readonly T[], key: (t: T) => string): Map<stri
 }
 
 export interface EvalResult {
-  settings: EvalSettings & { quick: boolean; model: string; seconds: number; adapter: string; negatives: Record<string, number> };
+  settings: EvalSettings & {
+    quick: boolean;
+    model: string;
+    /** This command's wall-clock time; `timing` sums each part's time as first measured (a resumed command reuses them). */
+    seconds: number;
+    timing: Record<string, number>;
+    adapter: string;
+    negatives: Record<string, number>;
+    /** The beta of every implicit margin (TDPO's default), whatever the method trained with. */
+    scoreBeta: number;
+  };
   methods: Record<string, MethodResult>;
   ablations: Record<string, MethodResult>;
   /** Implicit margin (the TDPO runs' held-out scores) against the judge's margin on the same image and captions. */
@@ -163,6 +178,7 @@ export interface EvalResult {
 }
 
 const pct = (x: number) => (100 * x).toFixed(1);
+const min = (seconds: number | undefined) => ((seconds ?? 0) / 60).toFixed(1);
 const ms = (m: MeanStd | null, f: (x: number) => string) => (m === null ? '–' : m.std > 0 ? `${f(m.mean)} ± ${f(m.std)}` : f(m.mean));
 
 /** The result as Markdown tables (for BENCHMARKS.md). */
@@ -178,13 +194,19 @@ export function evalMarkdown(r: EvalResult): string {
       .join(', ')}); every LoRA rank ${s.rank}, ${s.steps} steps, batch ${s.batch}, lr ${s.lr}, training seeds ${s.trainSeeds.join(', ')}; ` +
       `${s.heldOutPrompts} held-out prompts x ${s.sampleSeeds.length} sample seed${s.sampleSeeds.length > 1 ? 's' : ''}, DDIM ${s.sampleSteps} steps, guidance ${s.guidance}; ` +
       `implicit scores on ${Math.round(100 * s.holdout)}% held-out images, K = ${s.scoreDraws}. ${s.quick ? '**--quick: numbers mean nothing.** ' : ''}` +
-      `Ran in ${(s.seconds / 60).toFixed(1)} min on ${s.adapter}. Mean ± standard deviation over training seeds.`,
+      `Time on ${s.adapter}: training ${min(s.timing.train_s)}, scoring ${min(s.timing.score_s)}, sampling ${min(s.timing.sample_s)} min. Mean ± standard deviation over training seeds; implicit margins with beta ${s.scoreBeta} for every method.`,
     '',
     head,
     rule,
     ...Object.entries(r.methods).map(([k, m]) => row(k, m)),
   ];
   if (Object.keys(r.ablations).length) lines.push('', 'Ablations (first training seed only):', '', head, rule, ...Object.entries(r.ablations).map(([k, m]) => row(k, m)));
+  const withScores = Object.entries({ ...r.methods, ...r.ablations }).filter(([, m]) => m.heldout_accuracy_by_principle);
+  if (withScores.length) {
+    const principles = Object.keys(withScores[0][1].heldout_accuracy_by_principle!);
+    lines.push('', 'Held-out implicit accuracy (%) by the negative\'s principle:', '', `| model | ${principles.join(' | ')} |`, `|${' --- |'.repeat(principles.length + 1)}`);
+    for (const [k, m] of withScores) lines.push(`| ${k} | ${principles.map((p) => ms(m.heldout_accuracy_by_principle![p] ?? null, pct)).join(' | ')} |`);
+  }
   const c = r.margin_correlation;
   const f = (x: number | null) => (x === null ? 'undefined' : x.toFixed(3));
   lines.push('', `Implicit margin against the judge's margin over ${c.pairs} held-out pairs of the TDPO runs: Pearson ${f(c.pearson)}, Spearman ${f(c.spearman)}.`);

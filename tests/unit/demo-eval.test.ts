@@ -45,7 +45,7 @@ describe('the experiment\'s plan and summaries', () => {
       run,
       seed: 0,
       judge: summary(score, score),
-      heldOut: acc === null ? null : { accuracy: acc, meanMargin: acc - 0.5, examples: 10 },
+      heldOut: acc === null ? null : { accuracy: acc, meanMargin: acc - 0.5, examples: 10, byPrinciple: { content: acc, spatial: 1 - acc } },
       trainSeconds: null,
     });
     const m = methodResult([outcome('tdpo-s0', 0.2, 0.6), outcome('tdpo-s1', 0.4, 0.8)]);
@@ -55,9 +55,12 @@ describe('the experiment\'s plan and summaries', () => {
     expect(m.judge.runs.map((r) => r.run)).toEqual(['tdpo-s0', 'tdpo-s1']);
     expect(m.heldout_accuracy!.mean).toBeCloseTo(0.7, 10);
     expect(m.heldout_margin!.mean).toBeCloseTo(0.2, 10);
+    expect(Object.keys(m.heldout_accuracy_by_principle!)).toEqual(['content', 'spatial']); // in PRINCIPLES' order
+    expect(m.heldout_accuracy_by_principle!.spatial.mean).toBeCloseTo(0.3, 10);
     const base = methodResult([outcome('base', 0.1, null)]);
     expect(base.heldout_accuracy).toBeNull();
     expect(base.heldout_margin).toBeNull();
+    expect(base.heldout_accuracy_by_principle).toBeNull();
   });
 
   it('replaces its own section of BENCHMARKS.md and nothing else; appends one when there is none', () => {
@@ -105,9 +108,12 @@ describe('tpo-lab eval --quick', () => {
       } else {
         expect(m.heldout_accuracy, name).toMatchObject(meanStdShape);
         expect(m.heldout_margin, name).toMatchObject(meanStdShape);
+        // Every LoRA is scored on the same held-out pairs: negatives of every principle, ablations included.
+        expect(Object.keys(m.heldout_accuracy_by_principle as object).length, name).toBeGreaterThanOrEqual(3);
       }
     }
     expect(result.margin_correlation.pairs).toBeGreaterThan(0);
+    expect(Object.keys(result.settings.timing).sort()).toEqual(['sample_s', 'score_s', 'train_s']);
     expect(r.out).toContain('| tdpo | 1 |');
     expect(readFileSync(path.join(out, 'demo-eval.md'), 'utf8')).toContain('Ablations');
     // The grid: base, SFT, TDPO, TKTO from the same seed, one column per held-out prompt.
@@ -121,6 +127,7 @@ describe('tpo-lab eval --quick', () => {
     expect(again.status, again.err).toBe(0);
     expect(again.err).not.toMatch(/^train \d/m);
     expect(again.err).not.toMatch(/^samples /m);
+    expect(again.err).not.toMatch(/^scores /m);
     const second = JSON.parse(readFileSync(path.join(out, 'demo-eval.json'), 'utf8'));
     expect(second.methods).toEqual(result.methods);
     expect(second.ablations).toEqual(result.ablations);
