@@ -39,9 +39,9 @@ import type { Command } from './command';
 import { repoRoot, resolveModelArg } from './demo-model';
 import { folderStorage } from './folder-storage';
 import { type CliIO, commandGpu } from './io';
-import { encodePng } from './sample';
+import { adapterName, encodePng, samplePng } from './sample';
 import { writeShapesFolder } from './shapes';
-import { loadTrainingData, openModelDir, readImageFile } from './training-data';
+import { loadTrainingData, openModelDir, readImageFile, type TrainingData } from './training-data';
 
 const OPTIONS: OptionTable = {
   out: { type: 'string', value: 'DIR', description: 'output folder (data, runs, samples, demo-eval.json, demo-eval.md, grid.png)' },
@@ -172,7 +172,7 @@ async function runEval(argv: string[], io: CliIO): Promise<number> {
       for (const name of ['base', ...runs.map((r) => r.name)]) {
         const run = runs.find((r) => r.name === name);
         const dir = path.join(out, 'samples', name);
-        const judged = await sampleAndJudge(t2i, name === 'base' ? null : path.join(out, 'runs', name, LORA_FILE), prompts, settings.sampleSeeds, sampleSettings, dir, say);
+        const judged = await sampleAndJudge(t2i, path.basename(modelDir), name === 'base' ? null : path.join(out, 'runs', name, LORA_FILE), prompts, settings.sampleSeeds, sampleSettings, dir, say);
         timing.sample_s += await readSeconds(dir);
         const heldOut = run ? scores.get(name)! : null;
         outcomes.push({ run: name, seed: run?.seed ?? null, judge: summarizeJudgements(judged.map((j) => j.judgement)), heldOut, trainSeconds: run ? await readSeconds(path.join(out, 'runs', name)) : null });
@@ -194,7 +194,7 @@ async function runEval(argv: string[], io: CliIO): Promise<number> {
   const byKey = groupBy(outcomes, (o) => (o.run === 'base' ? 'base' : runs.find((r) => r.name === o.run)!.key));
   const ablationKeys = new Set(runs.filter((r) => r.ablation).map((r) => r.key));
   const result: EvalResult = {
-    settings: { ...settings, model: modelDir, seconds: Math.round((performance.now() - started) / 1000), timing: roundTiming(timing), adapter: adapterName(gpu), negatives, scoreBeta: SCORE_BETA },
+    settings: { ...settings, model: modelDir, seconds: Math.round((performance.now() - started) / 1000), timing: roundTiming(timing), adapter: adapterName(gpu) || 'this GPU', negatives, scoreBeta: SCORE_BETA },
     methods: Object.fromEntries([...byKey].filter(([k]) => !ablationKeys.has(k)).map(([k, o]) => [k, methodResult(o)])),
     ablations: Object.fromEntries([...byKey].filter(([k]) => ablationKeys.has(k)).map(([k, o]) => [k, methodResult(o)])),
     margin_correlation: {
@@ -227,15 +227,11 @@ async function runEval(argv: string[], io: CliIO): Promise<number> {
   return 0;
 }
 
-function adapterName(gpu: Gpu): string {
-  return `${gpu.adapter.vendor} ${gpu.adapter.architecture} ${gpu.adapter.description}`.replace(/\s+/g, ' ').trim() || 'this GPU';
-}
-
 /** One LoRA trained as `tpo-lab train` would, into `dir`. */
 async function trainOne(
   run: EvalRun,
   s: EvalSettings,
-  data: Awaited<ReturnType<typeof loadTrainingData>>,
+  data: TrainingData,
   where: { modelDir: string; dataFile: string; dir: string; cache: string; gpu: Gpu; model: ReturnType<typeof openModelDir>; size: number },
   io: CliIO,
 ): Promise<void> {
@@ -362,7 +358,8 @@ interface JudgedSample {
  * Draws every prompt from every seed with the base model (no `lora`) or the LoRA in `lora`, writes the PNGs and
  * judged.json into `dir`, and judges them; a folder whose judged.json is complete is read back instead.
  */
-async function sampleAndJudge(t2i: TextToImage, lora: string | null, prompts: string[], seeds: number[], settings: SampleSettings, dir: string, say: (text: string) => void): Promise<JudgedSample[]> {
+async function sampleAndJudge(t2i: TextToImage, modelName: string, loraFile: string | null, prompts: string[], seeds: number[], settings: SampleSettings, dir: string, say: (text: string) => void): Promise<JudgedSample[]> {
+  const sampleSettings: SampleSettings = { ...settings, loraScale: loraFile ? 1 : 0 };
   const items = prompts.flatMap((prompt) => seeds.map((seed) => ({ prompt, seed })));
   const index = path.join(dir, 'judged.json');
   if (existsSync(index)) {
@@ -376,11 +373,11 @@ async function sampleAndJudge(t2i: TextToImage, lora: string | null, prompts: st
   await mkdir(dir, { recursive: true });
   const unet = t2i.unet;
   const t0 = performance.now();
-  if (lora) await loadLoraFile(t2i.gpu, unet, lora);
+  if (loraFile) await loadLoraFile(t2i.gpu, unet, loraFile);
   const images: SampledImage[] = [];
   try {
     // Several prompts at once: on a CPU driver a batch of 16 costs far less than 16 batches of one.
-    for (let i = 0; i < items.length; i += 16) images.push(...(await t2i.sample(items.slice(i, i + 16), { ...settings, loraScale: lora ? 1 : 0 })));
+    for (let i = 0; i < items.length; i += 16) images.push(...(await t2i.sample(items.slice(i, i + 16), sampleSettings)));
   } finally {
     unet.lora?.release();
     unet.lora = null;
@@ -392,7 +389,9 @@ async function sampleAndJudge(t2i: TextToImage, lora: string | null, prompts: st
     judgement: judgeShapes({ width: image.width, height: image.height, data: image.rgba }, image.prompt),
     rgba: image.rgba,
   }));
-  for (const j of out) await writeFile(path.join(dir, j.file), encodePng(j.rgba, settings.width, settings.height, { Description: j.prompt }));
+  // With the lab's parameters in the PNG (what `tpo-lab sample` writes), so `tpo-lab judge-shapes --images` reads them too.
+  const lora = loraFile ? path.basename(path.dirname(loraFile)) : undefined;
+  for (const [i, j] of out.entries()) await writeFile(path.join(dir, j.file), samplePng(images[i], { prompt: j.prompt, seed: j.seed, settings: sampleSettings, model: modelName, lora }));
   await writeFile(path.join(dir, SECONDS_FILE), `${((performance.now() - t0) / 1000).toFixed(1)}\n`);
   await writeFileAtomic(index, `${JSON.stringify(out.map(({ rgba: _rgba, ...rest }) => rest), null, 2)}\n`);
   const mean = out.reduce((a, j) => a + j.judgement.score, 0) / out.length;

@@ -185,13 +185,15 @@ async function runPairs(argv: string[], io: CliIO): Promise<number> {
   }
   const templatesArg = stringOpt(values, 'templates');
   const templates = !useRules && templatesArg ? await loadTemplates(path.resolve(cwd, templatesArg)) : undefined;
+  // A shapes-world data set (the demo's) keeps its negatives to the world's words.
+  const words = shapesWorldWords(items.map((item) => item.caption));
   let built: PairsEditor;
   try {
     built = pairsEditor(
       {
         rules: useRules,
         seed,
-        words: shapesWorldWords(items.map((item) => item.caption)),
+        words,
         llm: useRules
           ? null
           : { baseUrl: llmUrl!, model: llmModel!, apiKey, concurrency, timeoutMs: timeoutS * 1000, maxRetries: httpRetries, temperature, jsonMode, maxAttempts: tries, templates },
@@ -202,7 +204,7 @@ async function runPairs(argv: string[], io: CliIO): Promise<number> {
     if (e instanceof LlmError) throw new UsageError(e.message);
     throw e;
   }
-  if (built.editor.source === 'rule') say(`editor: rules (seed ${seed}${shapesWorldWords(items.map((item) => item.caption)) ? '; shapes-world captions: edits keep to its words' : ''})${llmUrl && values.rules === true ? ' (--rules given: the LLM is not used)' : ''}`);
+  if (built.editor.source === 'rule') say(`editor: rules (seed ${seed}${words ? '; shapes-world captions: edits keep to its words' : ''})${llmUrl && values.rules === true ? ' (--rules given: the LLM is not used)' : ''}`);
   else say(`editor: LLM ${llmModel} at ${built.url}${apiKey ? ` (API key from $${keyEnv})` : ''}`);
   if (!countTokens) say('note: no --tokenizer given, so the 77-token check uses an estimate');
 

@@ -9,6 +9,7 @@ import pngjs from 'pngjs';
 import { addPngText } from '../data/png-text';
 import { a1111Parameters, DEFAULT_SAMPLE_SETTINGS, imageGrid, type SampledImage, type SampleRecord, type SampleSettings, TextToImage, validateSampleSettings } from '../diffusion/pipeline';
 import { SAMPLERS, type SamplerName } from '../diffusion/samplers';
+import type { Gpu } from '../gpu/gpu';
 import { readLora } from '../models/lora-io';
 import { dirModelFiles } from '../models/model-files-node';
 import { openSafetensorsFile } from '../models/safetensors-node';
@@ -62,6 +63,11 @@ export const sampleCommand: Command = {
 export function encodePng(rgba: Uint8Array, width: number, height: number, text: Record<string, string>): Uint8Array {
   const png = pngjs.PNG.sync.write({ width, height, data: Buffer.from(rgba.buffer, rgba.byteOffset, rgba.byteLength) } as pngjs.PNG, { colorType: 2 });
   return addPngText(new Uint8Array(png), text);
+}
+
+/** The adapter in one line, as the benchmarks and timings print it ('' when the browser or Dawn tells nothing). */
+export function adapterName(gpu: Gpu): string {
+  return `${gpu.adapter.vendor} ${gpu.adapter.architecture} ${gpu.adapter.description}`.replace(/\s+/g, ' ').trim();
 }
 
 /** The PNG of a sampled image with its parameters (A1111's text and the lab's JSON). */
@@ -184,7 +190,7 @@ async function runSample(argv: string[], io: CliIO): Promise<number> {
     }
     const mean = (f: (t: (typeof timings)[number]) => number) => timings.reduce((a, t) => a + f(t), 0) / timings.length;
     const timing = {
-      adapter: `${gpu.adapter.vendor} ${gpu.adapter.architecture} ${gpu.adapter.description}`.replace(/\s+/g, ' ').trim(),
+      adapter: adapterName(gpu),
       unetMsPerStep: mean((t) => t.unetMsPerStep),
       msPerImage: mean((t) => t.totalMs) / batch,
       encodeMs: mean((t) => t.encodeMs),

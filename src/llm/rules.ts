@@ -187,17 +187,15 @@ function swapSites(caption: string, principle: Principle): Site[] {
   return strong.length ? strong : sites;
 }
 
-/** Context: the background's colour ("on a white background" -> "on a blue background"). */
+/** Context: the background's colour ("on a white background" -> "on a blue background"), from the colour list. */
 function backgroundSites(caption: string): Site[] {
+  const { group, re, classOf } = compiled.attribute.find((g) => g.group.name === 'colour')!;
   const sites: Site[] = [];
-  const colours = COLOURS.flat();
-  const re = bounded(colours);
   for (const m of caption.matchAll(re)) {
     const end = m.index! + m[0].length;
     if (!BACKGROUND_AFTER.test(caption.slice(end))) continue;
-    const word = m[0].toLowerCase();
-    const options = COLOURS.filter((c) => !c.includes(word)).map((c) => c[0]);
-    sites.push({ start: m.index!, end, principle: 'context', options, kind: 'swap' });
+    const k = classOf.get(m[0].toLowerCase());
+    sites.push({ start: m.index!, end, principle: 'context', options: group.classes.filter((_, i) => i !== k).map((c) => c[0]), kind: 'swap' });
   }
   return sites;
 }

@@ -121,6 +121,10 @@ describe('tpo-lab eval --quick', () => {
     expect(grid.height).toBe(4 * 64 + 3 * 4);
     expect(grid.width).toBe(EVAL_QUICK.heldOutPrompts * 64 + (EVAL_QUICK.heldOutPrompts - 1) * 4);
     expect(existsSync(path.join(out, 'runs', 'tkto-s0', 'lora.safetensors'))).toBe(true);
+    // The samples carry their prompt and settings as `tpo-lab sample` writes them: judge-shapes reads them.
+    const judged = await runCli(['judge-shapes', '--images', path.join('ev', 'samples', 'tdpo-s0')], { cwd: d.dir });
+    expect(judged.status, judged.err).toBe(0);
+    expect(judged.out).toMatch(new RegExp(`over ${EVAL_QUICK.heldOutPrompts} images`));
 
     // Again: every run and every model's samples are reused, and the numbers are the same.
     const again = await runCli(['eval', '--quick', '--out', 'ev'], { cwd: d.dir, gpu, env: { TPO_LAB_DEMO: demo } });
