@@ -293,14 +293,14 @@ export class Lab {
     const precision = request.precision ?? 'auto';
     const half = precision === 'auto' ? preferHalfWeights(await this.platform.gpu()) : precision === 'f16';
     const weightBytes = half ? 2 : 4;
-    const plan = (checkpointing: boolean) => {
+    const plan = async (checkpointing: boolean) => {
       try {
-        return planMemory({ unet: checked.unet, textEncoder: checked.text, vae: checked.vae, resolution: request.resolution, rank: request.rank, alpha: request.alpha, targets: request.targets, batch: request.batch, method: request.method, weightBytes, checkpointing });
+        return await planMemory({ unet: checked.unet, textEncoder: checked.text, vae: checked.vae, resolution: request.resolution, rank: request.rank, alpha: request.alpha, targets: request.targets, batch: request.batch, method: request.method, weightBytes, checkpointing });
       } catch (e) {
         throw new InputError((e as Error).message);
       }
     };
-    return { weightBytes, checkpointing: plan(true), noCheckpointing: plan(false) };
+    return { weightBytes, checkpointing: await plan(true), noCheckpointing: await plan(false) };
   }
 
   private requireModel(): ModelHandle {

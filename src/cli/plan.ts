@@ -42,7 +42,8 @@ const USAGE = 'tpo-lab plan [--model PATH] [--resolution 512] [--rank 8] [--batc
 const DESCRIPTION = `Prints the GPU memory one training step takes, with gradient checkpointing on and off: frozen
 UNet weights, LoRA parameters and gradients, AdamW moments, the batch's cached inputs, the activations the
 backward needs, the backward's working set, and the buffer pool's size-class rounding. Nothing is loaded
-onto a GPU: the step is replayed on a model of this engine's allocations (see docs/memory-plan.md).
+onto a GPU: the trainer's own step runs on a stand-in device that counts every buffer and allocates none (see
+docs/memory-plan.md).
 "Peak in use" is the most the step has in use at once; "pool holds" adds the buffers the pool keeps for
 reuse, what the device really gives up, and what the verdict is judged on. The last line plans text to
 image at the same size: the real sampling code run on a stand-in device that counts every buffer.`;
@@ -197,9 +198,9 @@ async function runPlan(argv: string[], io: CliIO): Promise<number> {
   const budget = numberOpt(values, 'budget', 0.001, 4) * 2 ** 30;
 
   const model = await resolveModelConfigs(stringOpt(values, 'model'), io.cwd, io.env);
-  const plan = (checkpointing: boolean) => {
+  const plan = async (checkpointing: boolean) => {
     try {
-      return planMemory({
+      return await planMemory({
         unet: model.unet,
         textEncoder: model.textEncoder,
         vae: model.vae,
@@ -216,8 +217,8 @@ async function runPlan(argv: string[], io: CliIO): Promise<number> {
       throw new UsageError((e as Error).message);
     }
   };
-  const on = plan(true);
-  const off = plan(false);
+  const on = await plan(true);
+  const off = await plan(false);
   // Text to image at the same size (batch 1, guidance on): all three networks resident, no tape.
   const sampling =
     model.textEncoder && model.vae
@@ -266,7 +267,7 @@ async function runPlan(argv: string[], io: CliIO): Promise<number> {
   if (on.notResident.length) {
     out.push(`Not resident during training (used once to cache inputs): ${on.notResident.map((l) => `${l.label} ${formatBytes(l.bytes)}`).join(', ')}.`);
   }
-  if (precision === 'f16') out.push('Note: f16 stores the UNet\'s matrices and conv kernels as float16 (the default on adapters with shader-f16); its biases and norms stay f32, a few MiB more than counted here.');
+  if (precision === 'f16') out.push('Note: f16 stores the UNet\'s matrices and conv kernels as float16 (the default on adapters with shader-f16); its biases and norms stay f32, as counted here.');
   out.push(verdict(on, off, budget));
   out.push(
     sampling

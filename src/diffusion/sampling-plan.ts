@@ -4,14 +4,12 @@
 // as its inference line, and a test checks it to the byte against a real run on the tiny model.
 
 import { countingGpu } from '../gpu/counting';
-import type { Gpu } from '../gpu/gpu';
 import { ClipTextModel, clipTextParamShapes, type ClipTextConfig } from '../models/clip-text';
 import { ModelWeights } from '../models/model-weights';
 import { createClipTokenizer } from '../models/tokenizer';
 import { UNet, unetParams, type UNetConfig } from '../models/unet';
 import { AutoencoderKL, vaeParamShapes, type VaeConfig } from '../models/vae';
-import type { ParamShapes } from '../models/weights';
-import { Tensor } from '../nn/tensor';
+import { placeholderWeights } from '../models/weights';
 import { DEFAULT_SAMPLE_SETTINGS, type SampleSettings, TextToImage } from './pipeline';
 import { SD15_SCHEDULER } from './schedule';
 
@@ -38,25 +36,15 @@ export interface SamplingPlan {
   reservedBytes: number;
 }
 
-/** Tensors of the given shapes (matrices as float16 when asked, as the loader stores them). */
-function stubWeights(gpu: Gpu, shapes: ParamShapes, half: boolean): Map<string, Tensor> {
-  return new Map(
-    [...shapes].map(([name, shape]) => {
-      const n = shape.reduce((a, b) => a * b, 1);
-      return [name, half && shape.length >= 2 ? new Tensor(gpu, gpu.buffer(Math.ceil(n / 2) * 4), shape, true, 'f16') : Tensor.empty(gpu, shape)];
-    }),
-  );
-}
-
 /**
  * Memory of one `TextToImage.sample` call. Two sampler steps stand for any number: each step frees what it
  * made, and the multistep sampler's kept prediction is live from the second on.
  */
 export async function planSampling(input: SamplingPlanInput): Promise<SamplingPlan> {
   const gpu = countingGpu();
-  const unet = new UNet(gpu, input.unet, stubWeights(gpu, unetParams(input.unet), input.unetWeightBytes === 2));
-  const text = new ClipTextModel(input.textEncoder, new ModelWeights('text encoder', stubWeights(gpu, clipTextParamShapes(input.textEncoder), false)));
-  const vae = new AutoencoderKL(input.vae, new ModelWeights('VAE', stubWeights(gpu, vaeParamShapes(input.vae), false)));
+  const unet = new UNet(gpu, input.unet, placeholderWeights(gpu, unetParams(input.unet), input.unetWeightBytes === 2));
+  const text = new ClipTextModel(input.textEncoder, new ModelWeights('text encoder', placeholderWeights(gpu, clipTextParamShapes(input.textEncoder), false)));
+  const vae = new AutoencoderKL(input.vae, new ModelWeights('VAE', placeholderWeights(gpu, vaeParamShapes(input.vae), false)));
   const weightBytes = gpu.pool.bytesInUse;
   // Only the empty prompt is tokenized: its ids are BOS and EOS, which every CLIP vocabulary has.
   const tokenizer = createClipTokenizer({ vocab: JSON.stringify({ '<|startoftext|>': 49406, '<|endoftext|>': 49407 }), merges: '#version: 0.2\n' }, { maxLength: input.textEncoder.max_position_embeddings });

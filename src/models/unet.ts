@@ -430,7 +430,7 @@ export class UNet {
     const recorded = [...inputs, ...params];
     ctx.tape.record(recorded, y, (dy) => {
       const sub = new Tape();
-      const y2 = block(new Ctx(ctx.gpu, sub));
+      const y2 = ctx.gpu.pool.tagged('recompute', () => block(new Ctx(ctx.gpu, sub)));
       const grads = sub.backward(y2, dy);
       y2.release();
       sub.dispose();

@@ -80,6 +80,19 @@ export function preferHalfWeights(gpu: Gpu): boolean {
   return gpu.features.has('shader-f16');
 }
 
+/**
+ * Tensors of the given shapes holding nothing yet, stored as `upload` stores them (half: float16 matrices):
+ * the weights of a model run on a counting device (gpu/counting.ts) for a memory plan.
+ */
+export function placeholderWeights(gpu: Gpu, shapes: ParamShapes, half: boolean): Map<string, Tensor> {
+  return new Map(
+    [...shapes].map(([name, shape]) => {
+      const n = shape.reduce((a, b) => a * b, 1);
+      return [name, half && shape.length >= 2 ? new Tensor(gpu, gpu.buffer(Math.ceil(n / 2) * 4), shape, true, 'f16') : Tensor.empty(gpu, shape)];
+    }),
+  );
+}
+
 /** Uploads every expected parameter as a GPU tensor, float32 or (halfWeights) float16 matrices. */
 async function upload(gpu: Gpu, expected: ParamShapes, refs: Map<string, TensorRef>, options: UploadOptions = {}) {
   const out = new Map<string, Tensor>();

@@ -243,6 +243,7 @@ export class Trainer {
           metrics.push(await this.microBatch(rows, t, eps, grads));
         }
       }
+      this.gpu.pool.phase('loraGrads'); // a parameter without a gradient gets a zero one
       const { lr, normSq, skipped } = await this.optimizer.update(grads, c, this.state);
       const mean = (f: (m: (typeof metrics)[number]) => number) => metrics.reduce((a, m) => a + f(m), 0) / metrics.length;
       const kto = c.method === 'tkto' || c.method === 'kto';
@@ -265,6 +266,15 @@ export class Trainer {
       };
     } finally {
       for (const g of grads.values()) g.release();
+      this.gpu.pool.phase('');
+    }
+  }
+
+  /** The micro-batch's parameter gradients: counted as such by the memory plan, then added into `grads`. */
+  private addGradients(grads: Map<Tensor, Tensor>, micro: Map<Tensor, Tensor>): void {
+    for (const [p, g] of micro) {
+      this.gpu.pool.retag(g.buffer, 'loraGrads');
+      accumulate(grads, p, g);
     }
   }
 
@@ -272,15 +282,20 @@ export class Trainer {
   private async microBatch(rows: TermRef[], t: number[], eps: Float32Array, grads: Map<Tensor, Tensor>) {
     const c = this.config;
     const { gpu, unet } = this;
+    // The pool's phases name what the memory plan (models/memory-plan.ts) counts; they cost nothing here.
+    gpu.pool.phase('batchInputs');
     const inputs = await batchTensors(gpu, this.features, rows, t, eps, this.schedule);
     const tape = new Tape();
     const owned: Tensor[] = [];
     try {
+      gpu.pool.phase('referenceForward');
       unet.loraEnabled = false;
       const epsRef = await unet.forward(new Ctx(gpu), inputs.xt, inputs.timesteps, inputs.ctx);
       owned.push(epsRef);
       unet.loraEnabled = true;
+      gpu.pool.phase('activationsKept');
       const epsPolicy = await unet.forward(new Ctx(gpu, tape), inputs.xt, inputs.timesteps, inputs.ctx, { checkpoint: c.gradientCheckpointing });
+      gpu.pool.phase('backwardGradients');
       const errPolicy = mseRows(epsPolicy, inputs.target);
       const errDiff = mseRowsDiff(epsPolicy, epsRef, inputs.target);
       owned.push(epsPolicy, errPolicy, errDiff);
@@ -288,8 +303,7 @@ export class Trainer {
       owned.push(loss.dErrPolicy, loss.metrics);
       const dEps = mseRowsBackward(epsPolicy, inputs.target, loss.dErrPolicy);
       owned.push(dEps);
-      const micro = tape.backward(epsPolicy, dEps);
-      for (const [p, g] of micro) accumulate(grads, p, g);
+      this.addGradients(grads, tape.backward(epsPolicy, dEps));
       return parseMetrics(await loss.metrics.read());
     } finally {
       unet.loraEnabled = true;
@@ -307,19 +321,21 @@ export class Trainer {
    */
   private async denoisingMicroBatch(rows: TermRef[], t: number[], eps: Float32Array, grads: Map<Tensor, Tensor>): Promise<StepMetrics> {
     const { gpu, unet } = this;
+    gpu.pool.phase('batchInputs');
     const inputs = await rowTensors(gpu, this.features, rows, t, eps, this.schedule);
     const tape = new Tape();
     const owned: Tensor[] = [];
     try {
+      gpu.pool.phase('activationsKept');
       const out = await unet.forward(new Ctx(gpu, tape), inputs.xt, inputs.timesteps, inputs.ctx, { checkpoint: this.config.gradientCheckpointing });
+      gpu.pool.phase('backwardGradients');
       const err = mseRows(out, inputs.target);
       owned.push(out, err);
       // d loss / d err_i = 1 / B for the mean over rows, and 1 / gradAccum for the mean over micro-batches.
       const dErr = Tensor.from(gpu, new Float32Array(rows.length).fill(1 / (rows.length * this.config.gradAccum)), [rows.length]);
       const dOut = mseRowsBackward(out, inputs.target, dErr);
       owned.push(dErr, dOut);
-      const micro = tape.backward(out, dOut);
-      for (const [p, g] of micro) accumulate(grads, p, g);
+      this.addGradients(grads, tape.backward(out, dOut));
       const loss = (await err.read()).reduce((a, v) => a + v, 0) / rows.length;
       return { loss, errPolicyW: loss, accuracy: NaN, meanMargin: NaN, clipFraction: NaN, tktoZ: NaN, errRefW: NaN, errPolicyL: NaN, errRefL: NaN, margins: [] };
     } finally {

@@ -34,8 +34,8 @@ describe('tpo-lab plan', () => {
     const r = await run(['plan', '--resolution', '512', '--rank', '8', '--batch', '1']);
     expect(r.err).toBe('');
     expect(r.status).toBe(0);
-    const on = planMemory({ unet: SD15_UNET_CONFIG, resolution: 512, rank: 8, batch: 1, weightBytes: 4, checkpointing: true });
-    const off = planMemory({ unet: SD15_UNET_CONFIG, resolution: 512, rank: 8, batch: 1, weightBytes: 4, checkpointing: false });
+    const on = await planMemory({ unet: SD15_UNET_CONFIG, resolution: 512, rank: 8, batch: 1, weightBytes: 4, checkpointing: true });
+    const off = await planMemory({ unet: SD15_UNET_CONFIG, resolution: 512, rank: 8, batch: 1, weightBytes: 4, checkpointing: false });
     expect(r.out).toMatch(/^Memory plan for Stable Diffusion 1\.5/);
     expect(r.out).toContain('UNet 859.5M parameters (f32), 512x512 px (latent 64x64), TDPO batch 1 = 2 UNet rows per forward');
     expect(r.out).toContain('128 modules, 1.59M parameters');
@@ -63,9 +63,9 @@ describe('tpo-lab plan', () => {
     expect(j.fits).toEqual({ checkpointing: true, noCheckpointing: true, sampling: true });
     // Text to image at the same size, from the real sampling code on a counting device.
     expect(j.sampling.peakBytes).toBeGreaterThan(j.sampling.weightBytes);
-    expect(j.checkpointing.input).toMatchObject({ batch: 2, method: 'sft', rows: 2, reference: false, checkpointing: true, resolution: 256 });
+    expect(j.checkpointing.input).toMatchObject({ batch: 2, method: 'sft', rows: 4, reference: true, checkpointing: true, resolution: 256 });
     expect(j.noCheckpointing.input.checkpointing).toBe(false);
-    const want = planMemory({ unet: SD15_UNET_CONFIG, resolution: 256, rank: 8, batch: 2, method: 'sft', weightBytes: 4, checkpointing: true });
+    const want = await planMemory({ unet: SD15_UNET_CONFIG, resolution: 256, rank: 8, batch: 2, method: 'sft', weightBytes: 4, checkpointing: true });
     expect(j.checkpointing.peakBytes).toBe(want.peakBytes);
     expect(j.checkpointing.lines).toEqual(want.lines);
   });
