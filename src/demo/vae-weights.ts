@@ -24,8 +24,8 @@
 // The latent's fourth channel is zero, and the posterior's log-variance is LOGVAR everywhere (a deterministic
 // encoder; sampling adds noise of std e^(LOGVAR/2)). Platform-free.
 
-import type { VaeConfig } from '../models/vae';
-import { vaeParamShapes } from '../models/vae';
+import { paramsOf } from '../nn/layers/layer';
+import { type VaeConfig, VaeLayers } from '../models/vae';
 
 /** The constant pair's value: it sets each norm's variance, so the colours barely move it. */
 const LARGE = 100;
@@ -57,7 +57,9 @@ export function checkConstructibleVae(config: VaeConfig): void {
 /** Every weight of the constructed AutoencoderKL, by its diffusers name (float32, shapes as vaeParamShapes). */
 export function constructedVaeWeights(config: VaeConfig): Map<string, Float32Array> {
   checkConstructibleVae(config);
-  const shapes = vaeParamShapes(config);
+  const layers = new VaeLayers(config);
+  const shapes = paramsOf(layers);
+  const { encoder, decoder } = layers;
   const weights = new Map<string, Float32Array>();
   for (const [name, shape] of shapes) weights.set(name, new Float32Array(shape.reduce((a, b) => a * b, 1)));
   const channels = config.block_out_channels[0];
@@ -112,21 +114,21 @@ export function constructedVaeWeights(config: VaeConfig): Map<string, Float32Arr
   const last = config.block_out_channels.length - 1;
 
   // Encoder: conv_in spreads the pixel's colour; each downsampler averages 2 x 2; conv_out gathers the mean.
-  spread('encoder.conv_in');
+  spread(encoder.conv_in.path);
   for (let i = 0; i < last; i++) {
-    const name = `encoder.down_blocks.${i}.downsamplers.0.conv`;
+    const name = encoder.down_blocks[i].sampler!.path;
     for (let c = 0; c < channels; c++) for (const [ky, kx] of [[0, 0], [0, 1], [1, 0], [1, 1]]) tap(name, c, c, ky, kx, 0.25);
   }
-  lastNorm('encoder.conv_norm_out');
-  gather('encoder.conv_out');
-  get('encoder.conv_out.bias').fill(LOGVAR, latent);
-  if (config.use_quant_conv) identity('quant_conv');
-  if (config.use_post_quant_conv) identity('post_quant_conv');
+  lastNorm(encoder.conv_norm_out.path);
+  gather(encoder.conv_out.path);
+  get(`${encoder.conv_out.path}.bias`).fill(LOGVAR, latent);
+  if (layers.quant_conv) identity(layers.quant_conv.path);
+  if (layers.post_quant_conv) identity(layers.post_quant_conv.path);
 
   // Decoder: conv_in spreads the latent's colour; upsamplers copy, the last one blurs; conv_out gathers.
-  spread('decoder.conv_in');
+  spread(decoder.conv_in.path);
   for (let i = 0; i < last; i++) {
-    const name = `decoder.up_blocks.${i}.upsamplers.0.conv`;
+    const name = decoder.up_blocks[i].sampler!.path;
     if (i < last - 1) {
       identity(name);
       continue;
@@ -134,7 +136,7 @@ export function constructedVaeWeights(config: VaeConfig): Map<string, Float32Arr
     const blur = [1, 2, 1];
     for (let c = 0; c < channels; c++) for (let ky = 0; ky < 3; ky++) for (let kx = 0; kx < 3; kx++) tap(name, c, c, ky, kx, (blur[ky] * blur[kx]) / 16);
   }
-  lastNorm('decoder.conv_norm_out');
-  gather('decoder.conv_out');
+  lastNorm(decoder.conv_norm_out.path);
+  gather(decoder.conv_out.path);
   return weights;
 }

@@ -13,11 +13,10 @@
 // quick_gelu and the causal mask.
 
 import type { Gpu } from '../gpu/gpu';
-import { attention } from '../nn/ops/attention';
-import { activation, add } from '../nn/ops/elementwise';
+import * as F from '../nn/functional';
+import { Embedding, Layer, LayerNorm, type LayerWeights, Linear, paramsOf } from '../nn/layers/layer';
 import { embedding, IdTensor } from '../nn/ops/embedding';
-import { linear } from '../nn/ops/matmul';
-import { layerNorm } from '../nn/ops/norm';
+import { Ctx } from '../nn/tape';
 import type { Tensor } from '../nn/tensor';
 import type { LdmLayout } from './ldm-keys';
 import { ldmLayoutFromConfigs, ModelWeights, positiveInt, positiveNumber } from './model-weights';
@@ -58,91 +57,106 @@ export function clipTextConfig(raw: Record<string, unknown>, label = 'text_encod
   return config;
 }
 
+/** One CLIPEncoderLayer: x += self_attn(layer_norm1(x)) (causal); x += mlp(layer_norm2(x)). */
+class ClipEncoderLayer extends Layer {
+  readonly layer_norm1: LayerNorm;
+  readonly self_attn: { q_proj: Linear; k_proj: Linear; v_proj: Linear; out_proj: Linear };
+  readonly layer_norm2: LayerNorm;
+  readonly mlp: { fc1: Linear; fc2: Linear };
+
+  constructor(
+    path: string,
+    readonly config: ClipTextConfig,
+  ) {
+    super(path);
+    const d = config.hidden_size;
+    const lin = (name: string, inF: number, out: number) => new Linear(this.key(name), inF, out);
+    this.layer_norm1 = new LayerNorm(this.key('layer_norm1'), d, config.layer_norm_eps);
+    this.self_attn = { q_proj: lin('self_attn.q_proj', d, d), k_proj: lin('self_attn.k_proj', d, d), v_proj: lin('self_attn.v_proj', d, d), out_proj: lin('self_attn.out_proj', d, d) };
+    this.layer_norm2 = new LayerNorm(this.key('layer_norm2'), d, config.layer_norm_eps);
+    this.mlp = { fc1: lin('mlp.fc1', d, config.intermediate_size), fc2: lin('mlp.fc2', config.intermediate_size, d) };
+  }
+
+  params(out: ParamShapes): void {
+    const a = this.self_attn;
+    for (const l of [this.layer_norm1, a.q_proj, a.k_proj, a.v_proj, a.out_proj, this.layer_norm2, this.mlp.fc1, this.mlp.fc2]) l.params(out);
+  }
+
+  /** Consumes x (freed) and returns the new hidden states. */
+  forward(ctx: Ctx, ws: LayerWeights, x: Tensor): Tensor {
+    const { num_attention_heads: heads, hidden_act } = this.config;
+    const a = this.self_attn;
+    const h = this.layer_norm1.forward(ctx, ws, x);
+    const q = a.q_proj.forward(ctx, ws, h);
+    const k = a.k_proj.forward(ctx, ws, h);
+    const v = a.v_proj.forward(ctx, ws, h);
+    ctx.free(h);
+    // CLIP scales q by head_dim^-0.5 before Q K^T: the fused kernel's default scale.
+    const attended = F.attention(ctx, q, k, v, { heads, causal: true });
+    ctx.free(q, k, v);
+    const o = a.out_proj.forward(ctx, ws, attended);
+    ctx.free(attended);
+    const x1 = F.add(ctx, x, o);
+    ctx.free(x, o);
+
+    const h2 = this.layer_norm2.forward(ctx, ws, x1);
+    const f = this.mlp.fc1.forward(ctx, ws, h2);
+    ctx.free(h2);
+    const g = F.activation(ctx, f, hidden_act);
+    ctx.free(f);
+    const y = this.mlp.fc2.forward(ctx, ws, g);
+    ctx.free(g);
+    const x2 = F.add(ctx, x1, y);
+    ctx.free(x1, y);
+    return x2;
+  }
+}
+
+/** CLIPTextModel's modules, as transformers nests them (the paths are the state-dict keys). */
+export class ClipTextLayers extends Layer {
+  readonly embeddings: { token_embedding: Embedding; position_embedding: Embedding };
+  readonly encoder: { layers: ClipEncoderLayer[] };
+  readonly final_layer_norm: LayerNorm;
+
+  constructor(readonly config: ClipTextConfig) {
+    super('text_model');
+    const d = config.hidden_size;
+    this.embeddings = {
+      token_embedding: new Embedding(this.key('embeddings.token_embedding'), config.vocab_size, d),
+      position_embedding: new Embedding(this.key('embeddings.position_embedding'), config.max_position_embeddings, d),
+    };
+    this.encoder = { layers: Array.from({ length: config.num_hidden_layers }, (_, i) => new ClipEncoderLayer(this.key(`encoder.layers.${i}`), config)) };
+    this.final_layer_norm = new LayerNorm(this.key('final_layer_norm'), d, config.layer_norm_eps);
+  }
+
+  params(out: ParamShapes): void {
+    for (const l of [this.embeddings.token_embedding, this.embeddings.position_embedding, ...this.encoder.layers, this.final_layer_norm]) l.params(out);
+  }
+}
+
 /** Every parameter the config implies, by state-dict name. */
 export function clipTextParamShapes(config: ClipTextConfig): ParamShapes {
-  const d = config.hidden_size;
-  const ff = config.intermediate_size;
-  const shapes: ParamShapes = new Map();
-  const norm = (name: string) => {
-    shapes.set(`${name}.weight`, [d]);
-    shapes.set(`${name}.bias`, [d]);
-  };
-  const lin = (name: string, out: number, inF: number) => {
-    shapes.set(`${name}.weight`, [out, inF]);
-    shapes.set(`${name}.bias`, [out]);
-  };
-  shapes.set('text_model.embeddings.token_embedding.weight', [config.vocab_size, d]);
-  shapes.set('text_model.embeddings.position_embedding.weight', [config.max_position_embeddings, d]);
-  for (let i = 0; i < config.num_hidden_layers; i++) {
-    const p = `text_model.encoder.layers.${i}`;
-    norm(`${p}.layer_norm1`);
-    for (const proj of ['q_proj', 'k_proj', 'v_proj', 'out_proj']) lin(`${p}.self_attn.${proj}`, d, d);
-    norm(`${p}.layer_norm2`);
-    lin(`${p}.mlp.fc1`, ff, d);
-    lin(`${p}.mlp.fc2`, d, ff);
-  }
-  norm('text_model.final_layer_norm');
-  return shapes;
+  return paramsOf(new ClipTextLayers(config));
 }
 
 /** A loaded text encoder: its config and GPU weights. release() frees the weights. */
 export class ClipTextModel {
+  readonly layers: ClipTextLayers;
+
   constructor(
     readonly config: ClipTextConfig,
     readonly weights: ModelWeights,
-  ) {}
+  ) {
+    this.layers = new ClipTextLayers(config);
+  }
 
   get gpu(): Gpu {
-    return this.weights.get('text_model.final_layer_norm.weight').gpu;
+    return this.layers.final_layer_norm.param(this.weights).gpu;
   }
 
   release(): void {
     this.weights.release();
   }
-}
-
-/** y = LayerNorm(x) with the parameters under `name`; the statistics kept for a backward are dropped. */
-function norm(model: ClipTextModel, name: string, x: Tensor): Tensor {
-  const w = model.weights;
-  const { y, saved } = layerNorm(x, w.get(`${name}.weight`), w.get(`${name}.bias`), model.config.layer_norm_eps);
-  saved.stats.release();
-  return y;
-}
-
-function lin(model: ClipTextModel, name: string, x: Tensor): Tensor {
-  return linear(x, model.weights.get(`${name}.weight`), model.weights.get(`${name}.bias`));
-}
-
-/** One pre-LN transformer layer. Consumes x (released) and returns the new hidden states. */
-function encoderLayer(model: ClipTextModel, i: number, x: Tensor): Tensor {
-  const p = `text_model.encoder.layers.${i}`;
-  const { num_attention_heads: heads, hidden_act } = model.config;
-
-  const h = norm(model, `${p}.layer_norm1`, x);
-  const q = lin(model, `${p}.self_attn.q_proj`, h);
-  const k = lin(model, `${p}.self_attn.k_proj`, h);
-  const v = lin(model, `${p}.self_attn.v_proj`, h);
-  h.release();
-  // CLIP scales q by head_dim^-0.5 before Q K^T: the fused kernel's default scale.
-  const { out, logsumexp } = attention(q, k, v, { heads, causal: true });
-  for (const t of [q, k, v, logsumexp]) t.release();
-  const o = lin(model, `${p}.self_attn.out_proj`, out);
-  out.release();
-  const x1 = add(x, o);
-  x.release();
-  o.release();
-
-  const h2 = norm(model, `${p}.layer_norm2`, x1);
-  const f = lin(model, `${p}.mlp.fc1`, h2);
-  h2.release();
-  const a = activation(f, hidden_act);
-  f.release();
-  const g = lin(model, `${p}.mlp.fc2`, a);
-  a.release();
-  const x2 = add(x1, g);
-  x1.release();
-  g.release();
-  return x2;
 }
 
 /**
@@ -163,20 +177,21 @@ export function clipTextForward(model: ClipTextModel, inputIds: readonly ArrayLi
     for (let j = 0; j < n; j++) flat[b * n + j] = row[j];
   });
   const gpu = model.gpu;
+  const { layers, weights: ws } = model;
+  const ctx = new Ctx(gpu);
   const ids = IdTensor.from(gpu, flat, [batch, n], config.vocab_size);
-  const tokens = embedding(model.weights.get('text_model.embeddings.token_embedding.weight'), ids);
+  const tokens = embedding(layers.embeddings.token_embedding.param(ws), ids);
   ids.release();
   // position_ids are 0 .. N-1: the first N rows of the position table, gathered like the tokens and
   // broadcast over the batch by add().
   const positionIds = IdTensor.from(gpu, Array.from({ length: n }, (_, j) => j), [n], config.max_position_embeddings);
-  const positions = embedding(model.weights.get('text_model.embeddings.position_embedding.weight'), positionIds);
+  const positions = embedding(layers.embeddings.position_embedding.param(ws), positionIds);
   positionIds.release();
-  let x = add(tokens, positions);
-  tokens.release();
-  positions.release();
-  for (let i = 0; i < config.num_hidden_layers; i++) x = encoderLayer(model, i, x);
-  const y = norm(model, 'text_model.final_layer_norm', x);
-  x.release();
+  let x = F.add(ctx, tokens, positions);
+  ctx.free(tokens, positions);
+  for (const layer of layers.encoder.layers) x = layer.forward(ctx, ws, x);
+  const y = layers.final_layer_norm.forward(ctx, ws, x);
+  ctx.free(x);
   return y;
 }
 

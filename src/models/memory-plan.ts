@@ -5,8 +5,8 @@
 // checkpointing, the backward, AdamW) runs on a counting device (gpu/counting.ts) that allocates nothing and
 // runs no kernel, over placeholder weights and zero-valued inputs of the real shapes. The buffer pool counts
 // every buffer as the real run would, so the plan is the engine's allocation by construction. The trainer marks
-// its phases on the pool (pool.phase: batch inputs, reference forward, policy forward, backward), the UNet tags a
-// checkpointed block's recompute, and the trainer tags parameter gradients: the pool reports what each tag has
+// its phases on the pool (pool.phase: batch inputs, reference forward, policy forward, backward), gradient
+// checkpointing (nn/checkpoint.ts) tags a block's recompute, and the trainer tags parameter gradients: the pool reports what each tag has
 // live at the step's peak (the lines) and each phase's own high-water mark. tests/unit/memory-plan.test.ts checks
 // the plan against a run of the same step on a real device, to the byte, for every method.
 // Not counted: uniform blocks, readback staging buffers and pipelines (not pooled; a few MiB at most).

@@ -1,15 +1,19 @@
-// UNet2DConditionModel (Stable Diffusion 1.x), built from its diffusers config.json. Parameter names are
-// diffusers' state-dict keys, so loading is a lookup and every tensor has an obvious home. The forward is
-// differentiable through the tape (training backpropagates into the LoRA matrices, or with
-// trainAllWeights() into every weight); the same frozen
-// weights with the LoRA switched off serve as the reference model.
+// UNet2DConditionModel (Stable Diffusion 1.x), built from its diffusers config.json as a tree of layers
+// (nn/layers) whose paths are diffusers' state-dict keys: the weight list, loading and the forward all walk
+// UNetLayers, so every key is written once. The forward is differentiable through the tape (training
+// backpropagates into the LoRA matrices, or with trainAllWeights() into every weight); the same frozen weights
+// with the LoRA switched off serve as the reference model.
 // Inside differentiable code, activations change shape through F.reshape (a recorded op), never view():
 // an alias is invisible to the tape and would cut the gradient's path.
 
 import type { Gpu } from '../gpu/gpu';
+import { checkpointed } from '../nn/checkpoint';
 import * as F from '../nn/functional';
+import { Transformer2DModel } from '../nn/layers/attention';
+import { Conv2d, GroupNorm, Layer, type LayerWeights, Linear, paramsOf } from '../nn/layers/layer';
+import { ResnetBlock2D } from '../nn/layers/resnet';
 import { timestepEmbedding } from '../nn/ops/timestep';
-import { Ctx, Tape } from '../nn/tape';
+import type { Ctx } from '../nn/tape';
 import type { Tensor } from '../nn/tensor';
 import type { LdmLayout } from './ldm-keys';
 import type { Lora } from './lora';
@@ -42,9 +46,6 @@ export interface UNetConfig {
 
 const DOWN_TYPES = ['CrossAttnDownBlock2D', 'DownBlock2D'];
 const UP_TYPES = ['CrossAttnUpBlock2D', 'UpBlock2D'];
-/** diffusers builds every Transformer2DModel's GroupNorm with eps 1e-6 and each LayerNorm with 1e-5. */
-const TRANSFORMER_NORM_EPS = 1e-6;
-const LAYER_NORM_EPS = 1e-5;
 
 /**
  * Bounds of every numeric config value. SD1.5 itself uses 4 blocks of up to 1280 channels, 2 layers per
@@ -159,87 +160,100 @@ function headsPerLevel(c: UNetConfig): number[] {
   return Array.isArray(h) ? h : c.block_out_channels.map(() => h);
 }
 
+/** A down or up block of the UNet: its resnets, the transformer after each (cross-attention blocks), and the resampler. */
+export interface UNetBlock {
+  resnets: ResnetBlock2D[];
+  attentions: Transformer2DModel[];
+  /** down_blocks.i.downsamplers.0.conv (stride 2) or up_blocks.i.upsamplers.0.conv (after nearest 2x); none at the end. */
+  sampler: Conv2d | null;
+}
+
+/** UNet2DConditionModel's modules, as diffusers nests them (the paths are the state-dict keys). */
+export class UNetLayers extends Layer {
+  readonly conv_in: Conv2d;
+  readonly time_embedding: { linear_1: Linear; linear_2: Linear };
+  readonly down_blocks: UNetBlock[];
+  readonly mid_block: { resnets: [ResnetBlock2D, ResnetBlock2D]; attentions: [Transformer2DModel] };
+  readonly up_blocks: UNetBlock[];
+  readonly conv_norm_out: GroupNorm;
+  readonly conv_out: Conv2d;
+
+  constructor(readonly config: UNetConfig) {
+    super('');
+    const c = config;
+    validateUNetConfig(c);
+    const c0 = c.block_out_channels[0];
+    const tembDim = 4 * c0;
+    const n = c.block_out_channels.length;
+    const heads = headsPerLevel(c);
+    const resnet = (path: string, cin: number, cout: number) => new ResnetBlock2D(path, cin, cout, { tembDim, groups: c.norm_num_groups, eps: c.norm_eps });
+    const transformer = (path: string, ch: number, h: number) =>
+      new Transformer2DModel(path, ch, c.cross_attention_dim, h, { groups: c.norm_num_groups, linearProjection: c.use_linear_projection ?? false });
+
+    this.conv_in = new Conv2d('conv_in', c.in_channels, c0, 3);
+    this.time_embedding = { linear_1: new Linear('time_embedding.linear_1', c0, tembDim), linear_2: new Linear('time_embedding.linear_2', tembDim, tembDim) };
+    let out = c0;
+    this.down_blocks = c.down_block_types.map((type, i) => {
+      const cin = out;
+      out = c.block_out_channels[i];
+      const p = `down_blocks.${i}`;
+      const block: UNetBlock = { resnets: [], attentions: [], sampler: null };
+      for (let j = 0; j < c.layers_per_block; j++) {
+        block.resnets.push(resnet(`${p}.resnets.${j}`, j === 0 ? cin : out, out));
+        if (type === 'CrossAttnDownBlock2D') block.attentions.push(transformer(`${p}.attentions.${j}`, out, heads[i]));
+      }
+      if (i < n - 1) block.sampler = new Conv2d(`${p}.downsamplers.0.conv`, out, out, 3, { stride: 2, padding: c.downsample_padding ?? 1 });
+      return block;
+    });
+    const top = c.block_out_channels[n - 1];
+    this.mid_block = {
+      resnets: [resnet('mid_block.resnets.0', top, top), resnet('mid_block.resnets.1', top, top)],
+      attentions: [transformer('mid_block.attentions.0', top, heads[n - 1])],
+    };
+    const rev = [...c.block_out_channels].reverse();
+    const headsUp = [...heads].reverse();
+    out = rev[0];
+    this.up_blocks = c.up_block_types.map((type, i) => {
+      const prev = out;
+      out = rev[i];
+      const skipIn = rev[Math.min(i + 1, n - 1)];
+      const p = `up_blocks.${i}`;
+      const block: UNetBlock = { resnets: [], attentions: [], sampler: null };
+      for (let j = 0; j <= c.layers_per_block; j++) {
+        const skip = j === c.layers_per_block ? skipIn : out;
+        block.resnets.push(resnet(`${p}.resnets.${j}`, (j === 0 ? prev : out) + skip, out));
+        if (type === 'CrossAttnUpBlock2D') block.attentions.push(transformer(`${p}.attentions.${j}`, out, headsUp[i]));
+      }
+      if (i < n - 1) block.sampler = new Conv2d(`${p}.upsamplers.0.conv`, out, out, 3);
+      return block;
+    });
+    this.conv_norm_out = new GroupNorm('conv_norm_out', c0, c.norm_num_groups, c.norm_eps);
+    this.conv_out = new Conv2d('conv_out', c0, c.out_channels, 3);
+  }
+
+  params(out: ParamShapes): void {
+    const block = (b: UNetBlock) => {
+      b.resnets.forEach((r, j) => {
+        r.params(out);
+        b.attentions[j]?.params(out);
+      });
+      b.sampler?.params(out);
+    };
+    this.conv_in.params(out);
+    this.time_embedding.linear_1.params(out);
+    this.time_embedding.linear_2.params(out);
+    this.down_blocks.forEach(block);
+    const [r0, r1] = this.mid_block.resnets;
+    for (const l of [r0, this.mid_block.attentions[0], r1]) l.params(out);
+    this.up_blocks.forEach(block);
+    this.conv_norm_out.params(out);
+    this.conv_out.params(out);
+  }
+}
+
 /** Every parameter the config implies, name -> shape, as diffusers names them. */
 export function unetParams(c: UNetConfig): ParamShapes {
-  validateUNetConfig(c);
-  const p: ParamShapes = new Map();
-  const add = (name: string, shape: number[]) => p.set(name, shape);
-  const c0 = c.block_out_channels[0];
-  const tembDim = 4 * c0;
-  const linearProj = c.use_linear_projection ?? false;
-  const conv = (name: string, cin: number, cout: number, k: number) => {
-    add(`${name}.weight`, [cout, cin, k, k]);
-    add(`${name}.bias`, [cout]);
-  };
-  const lin = (name: string, cin: number, cout: number, bias = true) => {
-    add(`${name}.weight`, [cout, cin]);
-    if (bias) add(`${name}.bias`, [cout]);
-  };
-  const norm = (name: string, ch: number) => {
-    add(`${name}.weight`, [ch]);
-    add(`${name}.bias`, [ch]);
-  };
-  const resnet = (name: string, cin: number, cout: number) => {
-    norm(`${name}.norm1`, cin);
-    conv(`${name}.conv1`, cin, cout, 3);
-    lin(`${name}.time_emb_proj`, tembDim, cout);
-    norm(`${name}.norm2`, cout);
-    conv(`${name}.conv2`, cout, cout, 3);
-    if (cin !== cout) conv(`${name}.conv_shortcut`, cin, cout, 1);
-  };
-  const transformer = (name: string, ch: number) => {
-    norm(`${name}.norm`, ch);
-    const proj = (n: string, cin: number, cout: number) => (linearProj ? lin(n, cin, cout) : conv(n, cin, cout, 1));
-    proj(`${name}.proj_in`, ch, ch);
-    const b = `${name}.transformer_blocks.0`;
-    norm(`${b}.norm1`, ch);
-    for (const [attn, kvDim] of [['attn1', ch], ['attn2', c.cross_attention_dim]] as const) {
-      lin(`${b}.${attn}.to_q`, ch, ch, false);
-      lin(`${b}.${attn}.to_k`, kvDim, ch, false);
-      lin(`${b}.${attn}.to_v`, kvDim, ch, false);
-      lin(`${b}.${attn}.to_out.0`, ch, ch);
-    }
-    norm(`${b}.norm2`, ch);
-    norm(`${b}.norm3`, ch);
-    lin(`${b}.ff.net.0.proj`, ch, 8 * ch);
-    lin(`${b}.ff.net.2`, 4 * ch, ch);
-    proj(`${name}.proj_out`, ch, ch);
-  };
-
-  conv('conv_in', c.in_channels, c0, 3);
-  lin('time_embedding.linear_1', c0, tembDim);
-  lin('time_embedding.linear_2', tembDim, tembDim);
-  const n = c.block_out_channels.length;
-  let out = c0;
-  c.down_block_types.forEach((type, i) => {
-    const cin = out;
-    out = c.block_out_channels[i];
-    for (let j = 0; j < c.layers_per_block; j++) {
-      resnet(`down_blocks.${i}.resnets.${j}`, j === 0 ? cin : out, out);
-      if (type === 'CrossAttnDownBlock2D') transformer(`down_blocks.${i}.attentions.${j}`, out);
-    }
-    if (i < n - 1) conv(`down_blocks.${i}.downsamplers.0.conv`, out, out, 3);
-  });
-  const top = c.block_out_channels[n - 1];
-  resnet('mid_block.resnets.0', top, top);
-  transformer('mid_block.attentions.0', top);
-  resnet('mid_block.resnets.1', top, top);
-  const rev = [...c.block_out_channels].reverse();
-  out = rev[0];
-  c.up_block_types.forEach((type, i) => {
-    const prev = out;
-    out = rev[i];
-    const skipIn = rev[Math.min(i + 1, n - 1)];
-    for (let j = 0; j <= c.layers_per_block; j++) {
-      const skip = j === c.layers_per_block ? skipIn : out;
-      resnet(`up_blocks.${i}.resnets.${j}`, (j === 0 ? prev : out) + skip, out);
-      if (type === 'CrossAttnUpBlock2D') transformer(`up_blocks.${i}.attentions.${j}`, out);
-    }
-    if (i < n - 1) conv(`up_blocks.${i}.upsamplers.0.conv`, out, out, 3);
-  });
-  norm('conv_norm_out', c0);
-  conv('conv_out', c0, c.out_channels, 3);
-  return p;
+  return paramsOf(new UNetLayers(c));
 }
 
 export interface UNetForwardOptions {
@@ -250,45 +264,37 @@ export interface UNetForwardOptions {
 }
 
 export class UNet {
-  readonly heads: number[];
+  readonly layers: UNetLayers;
   /** The LoRA applied in forward; null or `loraEnabled = false` gives the reference (base) model. */
   lora: Lora | null = null;
   loraEnabled = true;
   /** LoRA multiplier (A1111's `<lora:name:X>`): scales every module's alpha / rank; 1 as trained. */
   loraScale = 1;
+  /** What the layers read: the weights by state-dict name, and the LoRA module on a layer while it applies. */
+  private readonly ws: LayerWeights;
 
   constructor(
     readonly gpu: Gpu,
     readonly config: UNetConfig,
     readonly weights: Map<string, Tensor>,
   ) {
-    validateUNetConfig(config);
-    this.heads = headsPerLevel(config);
+    this.layers = new UNetLayers(config);
+    this.ws = {
+      get: (name) => {
+        const t = this.weights.get(name);
+        if (!t) throw new Error(`UNet: weight ${name} is not loaded`);
+        return t;
+      },
+      lora: (path) => {
+        const m = this.activeLora()?.modules.get(path);
+        return m && { down: m.down, up: m.up, scale: m.scale * this.loraScale };
+      },
+    };
   }
 
   release(): void {
     for (const t of this.weights.values()) t.release();
     this.weights.clear();
-  }
-
-  private w(name: string): Tensor {
-    const t = this.weights.get(name);
-    if (!t) throw new Error(`UNet: weight ${name} is not loaded`);
-    return t;
-  }
-
-  private opt(name: string): Tensor | undefined {
-    return this.weights.get(name);
-  }
-
-  /**
-   * The weight of a 1x1 conv or linear layer as a [out, in] matrix, released by the caller (ctx.free). A
-   * frozen weight is simply aliased; a trained one is reshaped through the tape, since an alias is
-   * invisible to it and its gradient would never reach the weight.
-   */
-  private matrix(ctx: Ctx, name: string): Tensor {
-    const w = this.w(`${name}.weight`);
-    return w.requiresGrad ? F.reshape(ctx, w, [w.shape[0], w.shape[1]]) : w.view([w.shape[0], w.shape[1]]);
   }
 
   /**
@@ -303,140 +309,14 @@ export class UNet {
     return this.weights;
   }
 
-  /** The trained weights inside `prefix` (a block's path), for gradient checkpointing. */
-  private trainedWeightsUnder(prefix: string): Tensor[] {
-    return [...this.weights.entries()].filter(([k, t]) => t.requiresGrad && k.startsWith(`${prefix}.`)).map(([, t]) => t);
+  /** The trained tensors inside the layer at `prefix` (LoRA matrices, or weights), for gradient checkpointing. */
+  private trainedUnder(prefix: string): Tensor[] {
+    const weights = [...this.weights.entries()].filter(([k, t]) => t.requiresGrad && k.startsWith(`${prefix}.`)).map(([, t]) => t);
+    return [...(this.activeLora()?.paramsUnder(prefix) ?? []), ...weights];
   }
 
   private activeLora() {
     return this.loraEnabled && this.loraScale !== 0 ? this.lora : null;
-  }
-
-  /** Linear layer `name` on x [..., in], plus its LoRA delta when one targets it. */
-  private linear(ctx: Ctx, name: string, x: Tensor): Tensor {
-    const y = F.linear(ctx, x, this.w(`${name}.weight`), this.opt(`${name}.bias`));
-    const m = this.activeLora()?.modules.get(name);
-    if (!m) return y;
-    const h = F.linear(ctx, x, m.down);
-    const hu = F.linear(ctx, h, m.up);
-    const delta = F.scale(ctx, hu, m.scale * this.loraScale);
-    const out = F.add(ctx, y, delta);
-    ctx.free(y, h, hu, delta);
-    return out;
-  }
-
-  /** proj_in: NCHW [B, C, HW] -> tokens [B, HW, C'], a 1x1 conv (or linear) applied per position. */
-  private projIn(ctx: Ctx, name: string, x: Tensor): Tensor {
-    const w = this.matrix(ctx, name);
-    const y = F.matmul(ctx, x, w, { transA: true, transB: true });
-    const yb = F.add(ctx, y, this.w(`${name}.bias`));
-    ctx.free(w, y);
-    const m = this.activeLora()?.modules.get(name);
-    if (!m) return yb;
-    const h = F.matmul(ctx, x, m.down, { transA: true, transB: true });
-    const hu = F.matmul(ctx, h, m.up, { transB: true, alpha: m.scale * this.loraScale });
-    const out = F.add(ctx, yb, hu);
-    ctx.free(yb, h, hu);
-    return out;
-  }
-
-  /** proj_out: tokens [B, HW, C'] -> NCHW [B, C, HW]. */
-  private projOut(ctx: Ctx, name: string, x: Tensor): Tensor {
-    const w = this.matrix(ctx, name);
-    const y = F.matmul(ctx, w, x, { transB: true });
-    const yb = F.add(ctx, y, this.w(`${name}.bias`), 1);
-    ctx.free(w, y);
-    const m = this.activeLora()?.modules.get(name);
-    if (!m) return yb;
-    const h = F.matmul(ctx, m.down, x, { transB: true });
-    const hu = F.matmul(ctx, m.up, h, { alpha: m.scale * this.loraScale });
-    const out = F.add(ctx, yb, hu);
-    ctx.free(yb, h, hu);
-    return out;
-  }
-
-  private resnet(ctx: Ctx, name: string, x: Tensor, tembAct: Tensor, outputScale = 1): Tensor {
-    const { norm_num_groups: groups, norm_eps: eps } = this.config;
-    const n1 = F.groupNorm(ctx, x, this.w(`${name}.norm1.weight`), this.w(`${name}.norm1.bias`), groups, eps);
-    const a1 = F.activation(ctx, n1, 'silu');
-    const c1 = F.conv2d(ctx, a1, this.w(`${name}.conv1.weight`), this.w(`${name}.conv1.bias`), { padding: 1 });
-    const t = this.linear(ctx, `${name}.time_emb_proj`, tembAct);
-    const h = F.add(ctx, c1, t, 1); // [B, C] added to every position of [B, C, H, W]
-    const n2 = F.groupNorm(ctx, h, this.w(`${name}.norm2.weight`), this.w(`${name}.norm2.bias`), groups, eps);
-    const a2 = F.activation(ctx, n2, 'silu');
-    const c2 = F.conv2d(ctx, a2, this.w(`${name}.conv2.weight`), this.w(`${name}.conv2.bias`), { padding: 1 });
-    const shortcut = this.opt(`${name}.conv_shortcut.weight`)
-      ? F.conv2d(ctx, x, this.w(`${name}.conv_shortcut.weight`), this.w(`${name}.conv_shortcut.bias`))
-      : null;
-    let out = F.add(ctx, shortcut ?? x, c2);
-    ctx.free(n1, a1, c1, t, h, n2, a2, c2);
-    if (shortcut) ctx.free(shortcut);
-    if (outputScale !== 1) {
-      const scaled = F.scale(ctx, out, 1 / outputScale);
-      ctx.free(out);
-      out = scaled;
-    }
-    return out;
-  }
-
-  private attention(ctx: Ctx, name: string, x: Tensor, context: Tensor, heads: number): Tensor {
-    const q = this.linear(ctx, `${name}.to_q`, x);
-    const k = this.linear(ctx, `${name}.to_k`, context);
-    const v = this.linear(ctx, `${name}.to_v`, context);
-    const o = F.attention(ctx, q, k, v, { heads });
-    const out = this.linear(ctx, `${name}.to_out.0`, o);
-    ctx.free(q, k, v, o);
-    return out;
-  }
-
-  /** Transformer2DModel with one BasicTransformerBlock: x [B, C, H, W] -> same shape. */
-  private transformer(ctx: Ctx, name: string, x: Tensor, context: Tensor, heads: number): Tensor {
-    const [b, ch, hh, ww] = x.shape;
-    const n = F.groupNorm(ctx, x, this.w(`${name}.norm.weight`), this.w(`${name}.norm.bias`), this.config.norm_num_groups, TRANSFORMER_NORM_EPS);
-    const n3 = F.reshape(ctx, n, [b, ch, hh * ww]);
-    let h = this.projIn(ctx, `${name}.proj_in`, n3);
-    ctx.free(n, n3);
-    const blk = `${name}.transformer_blocks.0`;
-    const ln = (i: number, t: Tensor) => F.layerNorm(ctx, t, this.w(`${blk}.norm${i}.weight`), this.w(`${blk}.norm${i}.bias`), LAYER_NORM_EPS);
-    const residual = (next: Tensor, ...temps: Tensor[]) => {
-      const sum = F.add(ctx, h, next);
-      ctx.free(h, next, ...temps);
-      h = sum;
-    };
-    const l1 = ln(1, h);
-    residual(this.attention(ctx, `${blk}.attn1`, l1, l1, heads), l1);
-    const l2 = ln(2, h);
-    residual(this.attention(ctx, `${blk}.attn2`, l2, context, heads), l2);
-    const l3 = ln(3, h);
-    const f1 = this.linear(ctx, `${blk}.ff.net.0.proj`, l3);
-    const g = F.geglu(ctx, f1);
-    residual(this.linear(ctx, `${blk}.ff.net.2`, g), l3, f1, g);
-    const o = this.projOut(ctx, `${name}.proj_out`, h);
-    ctx.free(h);
-    const o4 = F.reshape(ctx, o, x.shape);
-    const out = F.add(ctx, o4, x);
-    ctx.free(o, o4);
-    return out;
-  }
-
-  /**
-   * Runs `block` on `inputs`. With checkpointing and a tape, the block runs without recording (its
-   * activations are freed at once) and is recomputed, recorded, in the backward.
-   */
-  private block(ctx: Ctx, checkpoint: boolean, prefix: string, inputs: Tensor[], block: (c: Ctx) => Tensor): Tensor {
-    if (!checkpoint || !ctx.tape) return block(ctx);
-    const params = [...(this.activeLora()?.paramsUnder(prefix) ?? []), ...this.trainedWeightsUnder(prefix)];
-    const y = block(new Ctx(ctx.gpu, null));
-    const recorded = [...inputs, ...params];
-    ctx.tape.record(recorded, y, (dy) => {
-      const sub = new Tape();
-      const y2 = ctx.gpu.pool.tagged('recompute', () => block(new Ctx(ctx.gpu, sub)));
-      const grads = sub.backward(y2, dy);
-      y2.release();
-      sub.dispose();
-      return recorded.map((t) => grads.get(t));
-    });
-    return y;
   }
 
   /**
@@ -445,86 +325,84 @@ export class UNet {
    */
   async forward(ctx: Ctx, sample: Tensor, timesteps: Tensor, context: Tensor, opts: UNetForwardOptions = {}): Promise<Tensor> {
     const c = this.config;
-    const gpu = this.gpu;
+    const { gpu, ws, layers } = this;
     const ckpt = opts.checkpoint ?? false;
     const report = async (name: string, t: Tensor) => {
       if (opts.onActivation) await opts.onActivation(name, t);
     };
-    const n = c.block_out_channels.length;
 
     const tproj = timestepEmbedding(gpu, timesteps, { dim: c.block_out_channels[0], flipSinToCos: c.flip_sin_to_cos ?? true, freqShift: c.freq_shift ?? 0 });
-    const t1 = this.linear(ctx, 'time_embedding.linear_1', tproj);
+    const t1 = layers.time_embedding.linear_1.forward(ctx, ws, tproj);
     const t2 = F.activation(ctx, t1, 'silu');
-    const temb = this.linear(ctx, 'time_embedding.linear_2', t2);
+    const temb = layers.time_embedding.linear_2.forward(ctx, ws, t2);
     ctx.free(tproj, t1, t2);
     await report('time_embedding', temb);
     // Every resnet applies SiLU to the time embedding before its own projection: once is enough.
     const tembAct = F.activation(ctx, temb, 'silu');
     ctx.free(temb);
 
-    let h = F.conv2d(ctx, sample, this.w('conv_in.weight'), this.w('conv_in.bias'), { padding: 1 });
+    let h = layers.conv_in.forward(ctx, ws, sample);
     await report('conv_in', h);
     const skips: Tensor[] = [h];
-    const resnet = (name: string, x: Tensor, scale = 1) => this.block(ctx, ckpt, name, [x, tembAct], (cc) => this.resnet(cc, name, x, tembAct, scale));
-    const transformer = (name: string, x: Tensor, heads: number) =>
-      this.block(ctx, ckpt, name, [x, context], (cc) => this.transformer(cc, name, x, context, heads));
+    // Each ResNet and transformer block runs checkpointed when asked (recomputed in the backward).
+    const resnet = (r: ResnetBlock2D, x: Tensor, scale = 1) => checkpointed(ctx, ckpt, [x, tembAct], () => this.trainedUnder(r.path), (cc) => r.forward(cc, ws, x, tembAct, scale));
+    const transformer = (t: Transformer2DModel, x: Tensor) => checkpointed(ctx, ckpt, [x, context], () => this.trainedUnder(t.path), (cc) => t.forward(cc, ws, x, context));
 
-    for (let i = 0; i < n; i++) {
-      const cross = c.down_block_types[i] === 'CrossAttnDownBlock2D';
-      for (let j = 0; j < c.layers_per_block; j++) {
-        h = resnet(`down_blocks.${i}.resnets.${j}`, h);
-        if (cross) {
-          const r = h;
-          h = transformer(`down_blocks.${i}.attentions.${j}`, r, this.heads[i]);
-          ctx.free(r);
+    for (const [i, block] of layers.down_blocks.entries()) {
+      for (const [j, r] of block.resnets.entries()) {
+        h = resnet(r, h);
+        const attention = block.attentions[j];
+        if (attention) {
+          const x = h;
+          h = transformer(attention, x);
+          ctx.free(x);
         }
         skips.push(h);
       }
-      if (i < n - 1) {
-        const pad = c.downsample_padding ?? 1;
-        h = F.conv2d(ctx, h, this.w(`down_blocks.${i}.downsamplers.0.conv.weight`), this.w(`down_blocks.${i}.downsamplers.0.conv.bias`), { stride: 2, padding: pad });
+      if (block.sampler) {
+        h = block.sampler.forward(ctx, ws, h);
         skips.push(h);
       }
       await report(`down_blocks.${i}`, h);
     }
 
     const midScale = c.mid_block_scale_factor ?? 1;
-    const m0 = resnet('mid_block.resnets.0', h, midScale);
-    const m1 = transformer('mid_block.attentions.0', m0, this.heads[n - 1]);
-    h = resnet('mid_block.resnets.1', m1, midScale);
+    const [r0, r1] = layers.mid_block.resnets;
+    const m0 = resnet(r0, h, midScale);
+    const m1 = transformer(layers.mid_block.attentions[0], m0);
+    h = resnet(r1, m1, midScale);
     ctx.free(m0, m1);
     await report('mid_block', h);
     // The last skip is the bottom of the down path, which `h` came from: the up path starts from mid.
-    const headsUp = [...this.heads].reverse();
-    for (let i = 0; i < n; i++) {
-      const cross = c.up_block_types[i] === 'CrossAttnUpBlock2D';
-      for (let j = 0; j <= c.layers_per_block; j++) {
+    for (const [i, block] of layers.up_blocks.entries()) {
+      for (const [j, r] of block.resnets.entries()) {
         const skip = skips.pop()!;
         const cat = F.concatChannels(ctx, h, skip);
         ctx.free(h, skip);
-        h = resnet(`up_blocks.${i}.resnets.${j}`, cat);
+        h = resnet(r, cat);
         ctx.free(cat);
-        if (cross) {
-          const r = h;
-          h = transformer(`up_blocks.${i}.attentions.${j}`, r, headsUp[i]);
-          ctx.free(r);
+        const attention = block.attentions[j];
+        if (attention) {
+          const x = h;
+          h = transformer(attention, x);
+          ctx.free(x);
         }
       }
-      if (i < n - 1) {
+      if (block.sampler) {
         // To the next skip's size: twice this one, unless the latent did not halve evenly on the way down
         // (diffusers' forward_upsample_size).
         const [sh, sw] = skips[skips.length - 1].shape.slice(2);
         const up = F.upsampleNearest(ctx, h, sh, sw);
         ctx.free(h);
-        h = F.conv2d(ctx, up, this.w(`up_blocks.${i}.upsamplers.0.conv.weight`), this.w(`up_blocks.${i}.upsamplers.0.conv.bias`), { padding: 1 });
+        h = block.sampler.forward(ctx, ws, up);
         ctx.free(up);
       }
       await report(`up_blocks.${i}`, h);
     }
-    const no = F.groupNorm(ctx, h, this.w('conv_norm_out.weight'), this.w('conv_norm_out.bias'), c.norm_num_groups, c.norm_eps);
+    const no = layers.conv_norm_out.forward(ctx, ws, h);
     await report('conv_norm_out', no);
     const act = F.activation(ctx, no, 'silu');
-    const out = F.conv2d(ctx, act, this.w('conv_out.weight'), this.w('conv_out.bias'), { padding: 1 });
+    const out = layers.conv_out.forward(ctx, ws, act);
     ctx.free(h, no, act, tembAct);
     return out;
   }

@@ -34,7 +34,9 @@
 
 import type { Gpu } from '../gpu/gpu';
 import * as F from '../nn/functional';
-import type { Conv2dOptions } from '../nn/ops/conv2d';
+import { Attention } from '../nn/layers/attention';
+import { Conv2d, GroupNorm, Layer, paramsOf } from '../nn/layers/layer';
+import { ResnetBlock2D } from '../nn/layers/resnet';
 import { Ctx } from '../nn/tape';
 import type { Tensor } from '../nn/tensor';
 import type { LdmLayout } from './ldm-keys';
@@ -98,77 +100,107 @@ export function vaeConfig(raw: Record<string, unknown>, label = 'vae/config.json
   return config;
 }
 
+/** The encoder's or decoder's mid block: a resnet, the attention (unless the config drops it), a resnet. */
+interface VaeMidBlock {
+  resnets: [ResnetBlock2D, ResnetBlock2D];
+  attentions: Attention[];
+}
+
+interface VaeLevel {
+  resnets: ResnetBlock2D[];
+  /** downsamplers.0.conv (stride 2, padded below and right) or upsamplers.0.conv (after nearest 2x); none at the last level. */
+  sampler: Conv2d | null;
+}
+
+/** AutoencoderKL's modules, as diffusers nests them (the paths are the state-dict keys). */
+export class VaeLayers extends Layer {
+  readonly encoder: { conv_in: Conv2d; down_blocks: VaeLevel[]; mid_block: VaeMidBlock; conv_norm_out: GroupNorm; conv_out: Conv2d };
+  readonly decoder: { conv_in: Conv2d; mid_block: VaeMidBlock; up_blocks: VaeLevel[]; conv_norm_out: GroupNorm; conv_out: Conv2d };
+  readonly quant_conv: Conv2d | null;
+  readonly post_quant_conv: Conv2d | null;
+
+  constructor(readonly config: VaeConfig) {
+    super('');
+    const boc = config.block_out_channels;
+    const top = boc[boc.length - 1];
+    const latent = config.latent_channels;
+    const last = boc.length - 1;
+    const groups = config.norm_num_groups;
+    const resnet = (path: string, cin: number, cout: number) => new ResnetBlock2D(path, cin, cout, { tembDim: null, groups, eps: VAE_NORM_EPS });
+    const norm = (path: string, ch: number) => new GroupNorm(path, ch, groups, VAE_NORM_EPS);
+    const mid = (path: string): VaeMidBlock => ({
+      resnets: [resnet(`${path}.resnets.0`, top, top), resnet(`${path}.resnets.1`, top, top)],
+      attentions: config.mid_block_add_attention
+        ? [new Attention(`${path}.attentions.0`, top, top, 1, { qkvBias: true, groupNorm: { groups, eps: VAE_NORM_EPS }, materialised: true })]
+        : [],
+    });
+
+    this.encoder = {
+      conv_in: new Conv2d('encoder.conv_in', config.in_channels, boc[0], 3),
+      down_blocks: boc.map((out, i) => {
+        const inC = i === 0 ? boc[0] : boc[i - 1];
+        const p = `encoder.down_blocks.${i}`;
+        return {
+          resnets: Array.from({ length: config.layers_per_block }, (_, j) => resnet(`${p}.resnets.${j}`, j === 0 ? inC : out, out)),
+          // Downsample2D with padding 0: pad one row below and one column right, then stride 2 (odd sizes
+          // round down, as in diffusers).
+          sampler: i < last ? new Conv2d(`${p}.downsamplers.0.conv`, out, out, 3, { stride: 2, padding: [0, 0, 1, 1] }) : null,
+        };
+      }),
+      mid_block: mid('encoder.mid_block'),
+      conv_norm_out: norm('encoder.conv_norm_out', top),
+      conv_out: new Conv2d('encoder.conv_out', top, 2 * latent, 3),
+    };
+    const reversed = [...boc].reverse();
+    this.decoder = {
+      conv_in: new Conv2d('decoder.conv_in', latent, top, 3),
+      mid_block: mid('decoder.mid_block'),
+      up_blocks: reversed.map((out, i) => {
+        const prev = i === 0 ? reversed[0] : reversed[i - 1];
+        const p = `decoder.up_blocks.${i}`;
+        return {
+          resnets: Array.from({ length: config.layers_per_block + 1 }, (_, j) => resnet(`${p}.resnets.${j}`, j === 0 ? prev : out, out)),
+          sampler: i < last ? new Conv2d(`${p}.upsamplers.0.conv`, out, out, 3) : null,
+        };
+      }),
+      conv_norm_out: norm('decoder.conv_norm_out', boc[0]),
+      conv_out: new Conv2d('decoder.conv_out', boc[0], config.out_channels, 3),
+    };
+    this.quant_conv = config.use_quant_conv ? new Conv2d('quant_conv', 2 * latent, 2 * latent, 1) : null;
+    this.post_quant_conv = config.use_post_quant_conv ? new Conv2d('post_quant_conv', latent, latent, 1) : null;
+  }
+
+  params(out: ParamShapes): void {
+    const mid = (m: VaeMidBlock) => [m.resnets[0], ...m.attentions, m.resnets[1]];
+    const level = (l: VaeLevel) => [...l.resnets, l.sampler];
+    const { encoder: e, decoder: d } = this;
+    const all = [
+      e.conv_in, ...e.down_blocks.flatMap(level), ...mid(e.mid_block), e.conv_norm_out, e.conv_out,
+      d.conv_in, ...mid(d.mid_block), ...d.up_blocks.flatMap(level), d.conv_norm_out, d.conv_out,
+      this.quant_conv, this.post_quant_conv,
+    ];
+    for (const l of all) l?.params(out);
+  }
+}
+
 /** Every parameter the config implies, by state-dict name. */
 export function vaeParamShapes(config: VaeConfig): ParamShapes {
-  const shapes: ParamShapes = new Map();
-  const conv = (name: string, out: number, inC: number, k: number) => {
-    shapes.set(`${name}.weight`, [out, inC, k, k]);
-    shapes.set(`${name}.bias`, [out]);
-  };
-  const norm = (name: string, c: number) => {
-    shapes.set(`${name}.weight`, [c]);
-    shapes.set(`${name}.bias`, [c]);
-  };
-  const resnet = (name: string, inC: number, out: number) => {
-    norm(`${name}.norm1`, inC);
-    conv(`${name}.conv1`, out, inC, 3);
-    norm(`${name}.norm2`, out);
-    conv(`${name}.conv2`, out, out, 3);
-    if (inC !== out) conv(`${name}.conv_shortcut`, out, inC, 1);
-  };
-  const mid = (name: string, c: number) => {
-    resnet(`${name}.resnets.0`, c, c);
-    if (config.mid_block_add_attention) {
-      const a = `${name}.attentions.0`;
-      norm(`${a}.group_norm`, c);
-      for (const proj of ['to_q', 'to_k', 'to_v', 'to_out.0']) {
-        shapes.set(`${a}.${proj}.weight`, [c, c]);
-        shapes.set(`${a}.${proj}.bias`, [c]);
-      }
-    }
-    resnet(`${name}.resnets.1`, c, c);
-  };
-  const boc = config.block_out_channels;
-  const top = boc[boc.length - 1];
-  const latent = config.latent_channels;
-  const last = boc.length - 1;
-
-  conv('encoder.conv_in', boc[0], config.in_channels, 3);
-  boc.forEach((out, i) => {
-    const inC = i === 0 ? boc[0] : boc[i - 1];
-    for (let j = 0; j < config.layers_per_block; j++) resnet(`encoder.down_blocks.${i}.resnets.${j}`, j === 0 ? inC : out, out);
-    if (i < last) conv(`encoder.down_blocks.${i}.downsamplers.0.conv`, out, out, 3);
-  });
-  mid('encoder.mid_block', top);
-  norm('encoder.conv_norm_out', top);
-  conv('encoder.conv_out', 2 * latent, top, 3);
-
-  conv('decoder.conv_in', top, latent, 3);
-  mid('decoder.mid_block', top);
-  const reversed = [...boc].reverse();
-  let prev = reversed[0];
-  reversed.forEach((out, i) => {
-    for (let j = 0; j <= config.layers_per_block; j++) resnet(`decoder.up_blocks.${i}.resnets.${j}`, j === 0 ? prev : out, out);
-    if (i < last) conv(`decoder.up_blocks.${i}.upsamplers.0.conv`, out, out, 3);
-    prev = out;
-  });
-  norm('decoder.conv_norm_out', boc[0]);
-  conv('decoder.conv_out', config.out_channels, boc[0], 3);
-
-  if (config.use_quant_conv) conv('quant_conv', 2 * latent, 2 * latent, 1);
-  if (config.use_post_quant_conv) conv('post_quant_conv', latent, latent, 1);
-  return shapes;
+  return paramsOf(new VaeLayers(config));
 }
 
 /** A loaded VAE: its config and GPU weights. release() frees the weights. */
 export class AutoencoderKL {
+  readonly layers: VaeLayers;
+
   constructor(
     readonly config: VaeConfig,
     readonly weights: ModelWeights,
-  ) {}
+  ) {
+    this.layers = new VaeLayers(config);
+  }
 
   get gpu(): Gpu {
-    return this.weights.get('decoder.conv_out.weight').gpu;
+    return this.layers.decoder.conv_out.param(this.weights).gpu;
   }
 
   release(): void {
@@ -189,83 +221,31 @@ export class AutoencoderKL {
 // intermediate as soon as it is used (ctx.free); with one, the same code trains (the tape keeps what the
 // backward reads). A layer that "consumes" its input frees it with ctx.free. ----
 
-function convLayer(ctx: Ctx, vae: AutoencoderKL, name: string, x: Tensor, opts: Conv2dOptions = {}): Tensor {
-  const w = vae.weights.get(`${name}.weight`);
-  const pad = (w.shape[2] - 1) / 2; // 3x3 "same" convs pad 1, 1x1 convs pad 0
-  return F.conv2d(ctx, x, w, vae.weights.get(`${name}.bias`), { padding: pad, ...opts });
-}
-
-/** GroupNorm(norm_num_groups, eps 1e-6), optionally followed by SiLU. Does not free x. */
-function normLayer(ctx: Ctx, vae: AutoencoderKL, name: string, x: Tensor, silu: boolean): Tensor {
-  const y = F.groupNorm(ctx, x, vae.weights.get(`${name}.weight`), vae.weights.get(`${name}.bias`), vae.config.norm_num_groups, VAE_NORM_EPS);
-  if (!silu) return y;
-  const a = F.activation(ctx, y, 'silu');
-  ctx.free(y);
-  return a;
-}
-
-/** ResnetBlock2D without time embedding; consumes x. */
-function resnet(ctx: Ctx, vae: AutoencoderKL, name: string, x: Tensor): Tensor {
-  const h1 = normLayer(ctx, vae, `${name}.norm1`, x, true);
-  const c1 = convLayer(ctx, vae, `${name}.conv1`, h1);
-  ctx.free(h1);
-  const h2 = normLayer(ctx, vae, `${name}.norm2`, c1, true);
-  ctx.free(c1);
-  const c2 = convLayer(ctx, vae, `${name}.conv2`, h2); // dropout sits here in training; diffusers' VAE has it at 0
-  ctx.free(h2);
-  // Residual with output_scale_factor 1: (shortcut + h) / 1.
-  const shortcut = vae.weights.has(`${name}.conv_shortcut.weight`) ? convLayer(ctx, vae, `${name}.conv_shortcut`, x) : x;
-  const out = F.add(ctx, shortcut, c2);
-  ctx.free(c2);
-  if (shortcut !== x) ctx.free(shortcut);
+/** Runs one resnet and frees its input. */
+function resnet(ctx: Ctx, vae: AutoencoderKL, r: ResnetBlock2D, x: Tensor): Tensor {
+  const y = r.forward(ctx, vae.weights, x);
   ctx.free(x);
-  return out;
+  return y;
 }
 
-/**
- * The mid-block attention, one head of width C: the head is wider than the fused kernel's limit in SD1.5
- * (512), so the scores are materialised: S = Q K^T / sqrt(C) [B, HW, HW], P = softmax(S), O = P V.
- * Consumes x; returns x + to_out(O) (residual, rescale_output_factor 1).
- */
-function midAttention(ctx: Ctx, vae: AutoencoderKL, name: string, x: Tensor): Tensor {
-  const [, c, ...spatial] = x.shape;
-  const w = (p: string) => vae.weights.get(`${name}.${p}`);
-  const normed = normLayer(ctx, vae, `${name}.group_norm`, x, false);
-  const tokens = F.channelsToTokens(ctx, normed); // [B, HW, C]
-  ctx.free(normed);
-  const q = F.linear(ctx, tokens, w('to_q.weight'), w('to_q.bias'));
-  const k = F.linear(ctx, tokens, w('to_k.weight'), w('to_k.bias'));
-  const v = F.linear(ctx, tokens, w('to_v.weight'), w('to_v.bias'));
-  ctx.free(tokens);
-  const scores = F.matmul(ctx, q, k, { transB: true, alpha: 1 / Math.sqrt(c) });
-  ctx.free(q, k);
-  const probs = F.softmax(ctx, scores);
-  ctx.free(scores);
-  const o = F.matmul(ctx, probs, v);
-  ctx.free(probs, v);
-  const projected = F.linear(ctx, o, w('to_out.0.weight'), w('to_out.0.bias'));
-  ctx.free(o);
-  const back = F.tokensToChannels(ctx, projected, spatial);
-  ctx.free(projected);
-  // Residual: diffusers' Attention(residual_connection=True) returns (attn(x) + x) / rescale_output_factor, 1.
-  const out = F.add(ctx, back, x);
-  ctx.free(back, x);
-  return out;
+/** Runs a layer and frees its input. */
+function step(ctx: Ctx, x: Tensor, f: (x: Tensor) => Tensor): Tensor {
+  const y = f(x);
+  ctx.free(x);
+  return y;
 }
 
-function midBlock(ctx: Ctx, vae: AutoencoderKL, name: string, x: Tensor): Tensor {
-  let h = resnet(ctx, vae, `${name}.resnets.0`, x);
-  if (vae.config.mid_block_add_attention) h = midAttention(ctx, vae, `${name}.attentions.0`, h);
-  return resnet(ctx, vae, `${name}.resnets.1`, h);
+/** The mid block; consumes x. */
+function midBlock(ctx: Ctx, vae: AutoencoderKL, m: VaeMidBlock, x: Tensor): Tensor {
+  let h = resnet(ctx, vae, m.resnets[0], x);
+  for (const a of m.attentions) h = step(ctx, h, (t) => a.forwardSpatial(ctx, vae.weights, t));
+  return resnet(ctx, vae, m.resnets[1], h);
 }
 
 /** conv_norm_out, SiLU, conv_out; consumes x. */
-function head(ctx: Ctx, vae: AutoencoderKL, coder: string, x: Tensor): Tensor {
-  const h = normLayer(ctx, vae, `${coder}.conv_norm_out`, x, true);
-  ctx.free(x);
-  const y = convLayer(ctx, vae, `${coder}.conv_out`, h);
-  ctx.free(h);
-  return y;
+function head(ctx: Ctx, vae: AutoencoderKL, coder: { conv_norm_out: GroupNorm; conv_out: Conv2d }, x: Tensor): Tensor {
+  const h = step(ctx, x, (t) => coder.conv_norm_out.forwardSilu(ctx, vae.weights, t));
+  return step(ctx, h, (t) => coder.conv_out.forward(ctx, vae.weights, t));
 }
 
 function checkInput(what: string, x: Tensor, channels: number): void {
@@ -280,26 +260,19 @@ function checkInput(what: string, x: Tensor, channels: number): void {
  * The image stays the caller's; the caller owns the result. With a tape in `ctx`, differentiable.
  */
 export function vaeEncode(vae: AutoencoderKL, image: Tensor, ctx: Ctx = new Ctx(vae.gpu)): Tensor {
-  const { config } = vae;
+  const { config, weights: ws } = vae;
+  const e = vae.layers.encoder;
   checkInput('vaeEncode', image, config.in_channels);
-  const last = config.block_out_channels.length - 1;
-  let x = convLayer(ctx, vae, 'encoder.conv_in', image);
-  for (let i = 0; i <= last; i++) {
-    for (let j = 0; j < config.layers_per_block; j++) x = resnet(ctx, vae, `encoder.down_blocks.${i}.resnets.${j}`, x);
-    if (i < last) {
-      // Downsample2D with padding 0: pad one row below and one column right, then stride 2 (odd sizes
-      // round down, as in diffusers).
-      const y = convLayer(ctx, vae, `encoder.down_blocks.${i}.downsamplers.0.conv`, x, { stride: 2, padding: [0, 0, 1, 1] });
-      ctx.free(x);
-      x = y;
-    }
+  let x = e.conv_in.forward(ctx, ws, image);
+  for (const level of e.down_blocks) {
+    for (const r of level.resnets) x = resnet(ctx, vae, r, x);
+    const sampler = level.sampler;
+    if (sampler) x = step(ctx, x, (t) => sampler.forward(ctx, ws, t));
   }
-  x = midBlock(ctx, vae, 'encoder.mid_block', x);
-  x = head(ctx, vae, 'encoder', x);
-  if (!config.use_quant_conv) return x;
-  const moments = convLayer(ctx, vae, 'quant_conv', x);
-  ctx.free(x);
-  return moments;
+  x = midBlock(ctx, vae, e.mid_block, x);
+  x = head(ctx, vae, e, x);
+  const quant = vae.layers.quant_conv;
+  return quant ? step(ctx, x, (t) => quant.forward(ctx, ws, t)) : x;
 }
 
 /**
@@ -308,27 +281,25 @@ export function vaeEncode(vae: AutoencoderKL, image: Tensor, ctx: Ctx = new Ctx(
  * With a tape in `ctx`, differentiable.
  */
 export function vaeDecode(vae: AutoencoderKL, latent: Tensor, options: { trimBetweenLevels?: boolean } = {}, ctx: Ctx = new Ctx(vae.gpu)): Tensor {
-  const { config } = vae;
+  const { config, weights: ws } = vae;
+  const d = vae.layers.decoder;
   checkInput('vaeDecode', latent, config.latent_channels);
-  const last = config.block_out_channels.length - 1;
-  let z = latent;
-  if (config.use_post_quant_conv) z = convLayer(ctx, vae, 'post_quant_conv', latent);
-  let x = convLayer(ctx, vae, 'decoder.conv_in', z);
+  const z = vae.layers.post_quant_conv?.forward(ctx, ws, latent) ?? latent;
+  let x = d.conv_in.forward(ctx, ws, z);
   if (z !== latent) ctx.free(z);
-  x = midBlock(ctx, vae, 'decoder.mid_block', x);
-  for (let i = 0; i <= last; i++) {
-    for (let j = 0; j <= config.layers_per_block; j++) x = resnet(ctx, vae, `decoder.up_blocks.${i}.resnets.${j}`, x);
-    if (i < last) {
-      const up = F.upsampleNearest2x(ctx, x);
-      ctx.free(x);
-      x = convLayer(ctx, vae, `decoder.up_blocks.${i}.upsamplers.0.conv`, up);
-      ctx.free(up);
+  x = midBlock(ctx, vae, d.mid_block, x);
+  for (const level of d.up_blocks) {
+    for (const r of level.resnets) x = resnet(ctx, vae, r, x);
+    const sampler = level.sampler;
+    if (sampler) {
+      const up = step(ctx, x, (t) => F.upsampleNearest2x(ctx, t));
+      x = step(ctx, up, (t) => sampler.forward(ctx, ws, t));
     }
     // Each level's activations have their own sizes, which later levels never reuse: giving the idle ones
     // back keeps the pool near the working set (SD1.5 at 512 px: a 256-channel 512x512 map is 256 MiB).
     if (options.trimBetweenLevels) x.gpu.trimPool();
   }
-  return head(ctx, vae, 'decoder', x);
+  return head(ctx, vae, d, x);
 }
 
 export interface LoadOptions {

@@ -9,8 +9,9 @@ import { Tensor } from '../nn/tensor';
 import { isIgnorableLdmKey, mapLdmKey, type Component, type LdmLayout } from './ldm-keys';
 import { fromFloat32, SafetensorsFile, writeSafetensors, type ByteSource } from './safetensors';
 
-/** Parameter name -> shape, in declaration order. */
-export type ParamShapes = Map<string, number[]>;
+import type { ParamShapes } from '../nn/layers/layer';
+
+export type { ParamShapes };
 
 /** Read access to a model folder: a directory on disk (Node) or the files of a picked folder (browser). */
 export interface ModelFiles {
