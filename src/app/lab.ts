@@ -27,7 +27,7 @@ import type { JudgeBackend } from '../judges/ort-session';
 import { type DecodedLora, decodeLora, encodeLora, type LoraFormat, loraFromHost } from '../models/lora-io';
 import { SafetensorsFile, memorySource } from '../models/safetensors';
 import { type MemoryPlan, planMemory } from '../models/memory-plan';
-import { unetParams } from '../models/unet';
+import { unetParamShapes } from '../models/unet';
 import { preferHalfWeights } from '../models/weights';
 import { type DataKind, METHODS_FOR, splitExamples } from '../tpo/examples';
 import type { FeatureStore } from '../tpo/features';
@@ -277,7 +277,7 @@ export class Lab {
         crossAttentionDim: u.cross_attention_dim,
         sampleSize: u.sample_size ?? 64,
         inChannels: u.in_channels,
-        parameters: [...unetParams(u).values()].reduce((sum, shape) => sum + shape.reduce((a, b) => a * b, 1), 0),
+        parameters: [...unetParamShapes(u).values()].reduce((sum, shape) => sum + shape.reduce((a, b) => a * b, 1), 0),
       },
       textEncoder: { hiddenSize: checked.text.hidden_size, layers: checked.text.num_hidden_layers },
       vae: { latentChannels: checked.vae.latent_channels, downsample: 2 ** (checked.vae.block_out_channels.length - 1), scalingFactor: checked.vae.scaling_factor },
@@ -773,7 +773,7 @@ export class Lab {
     if (!bytes) throw new InputError(`run ${id} has no LoRA yet: it has not reached its first checkpoint`);
     if (!this.model) throw new InputError('open the model the run was trained on first: the LoRA is checked against its UNet before it is used');
     const file = await SafetensorsFile.open(memorySource(bytes, `run ${id}/${LORA_FILE}`));
-    const decoded = await decodeLora(file, unetParams((await this.model.check()).unet));
+    const decoded = await decodeLora(file, (await this.model.check()).unet);
     return { decoded, source: final ? 'final' : 'checkpoint', info, name: `tpo-${info.method}-${id}-step${info.step}` };
   }
 

@@ -13,7 +13,7 @@ import { DEFAULT_SAMPLE_SETTINGS, type SampledImage, type SampleRecord, type Sam
 import type { SamplerName } from '../diffusion/samplers';
 import type { Gpu } from '../gpu/gpu';
 import { encodeLora, loraToHost, type LoraTrainingInfo } from '../models/lora-io';
-import { type UNet, unetParams } from '../models/unet';
+import { type UNet } from '../models/unet';
 import { preferHalfWeights } from '../models/weights';
 import { CHECKPOINT_FILES, checkCheckpointTensors, type CheckpointFiles, type CheckpointState, loadCheckpoint, parseCheckpointState, resumeCheck, saveCheckpoint } from '../tpo/checkpoint';
 import { type NegativeFilter, splitExamples, type TrainExample } from '../tpo/examples';
@@ -211,7 +211,7 @@ export async function trainRun(setup: RunSetup, env: RunEnvironment, control: Tr
   if (train.length === 0) throw new InputError('no training examples are left after the held-out split; lower --holdout');
   if (resume) await resumeCheck(resume.saved, train);
   const model = await env.model.check({ resolution: config.resolution });
-  if (resume) await checkCheckpointTensors(resume.saved, resume.checkpoint, unetParams(model.unet));
+  if (resume) await checkCheckpointTensors(resume.saved, resume.checkpoint, model.unet);
   await checkTrainingInputs(
     [...train, ...heldOut],
     { resolution: config.resolution, tokenizer: await env.model.tokenizer(), allowSmallImages: settings.allowSmallImages ?? false, readHead: (image) => env.readImage(image, IMAGE_HEAD_BYTES), formats: env.formats },

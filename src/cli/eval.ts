@@ -28,7 +28,7 @@ import { RuleCaptionEditor } from '../llm/rules';
 import { readLora } from '../models/lora-io';
 import { dirModelFiles } from '../models/model-files-node';
 import { openSafetensorsFile } from '../models/safetensors-node';
-import { loadUNet, unetParams, type UNet } from '../models/unet';
+import { loadUNet, type UNet } from '../models/unet';
 import { preferHalfWeights } from '../models/weights';
 import { dirFeatureStore } from '../tpo/feature-store-node';
 import { splitExamples, type TrainExample } from '../tpo/examples';
@@ -299,7 +299,7 @@ async function loadLoraFile(gpu: Gpu, unet: UNet, file: string): Promise<void> {
   const { file: st, close } = await openSafetensorsFile(file);
   try {
     unet.lora?.release();
-    unet.lora = await readLora(gpu, st, unetParams(unet.config));
+    unet.lora = await readLora(gpu, st, unet.config);
   } finally {
     await close();
   }

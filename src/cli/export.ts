@@ -7,7 +7,6 @@ import path from 'node:path';
 import { writeFileAtomic } from '../data/node-fs';
 import { decodeLora, encodeLora, LoraFileError, type LoraFormat } from '../models/lora-io';
 import { openSafetensorsFile } from '../models/safetensors-node';
-import { unetParams } from '../models/unet';
 import { formatHelp, type OptionTable, parseOptions, stringOpt, UsageError } from './args';
 import type { Command } from './command';
 import type { CliIO } from './io';
@@ -102,7 +101,7 @@ async function runExport(argv: string[], io: CliIO): Promise<number> {
   const { file, close } = await openSafetensorsFile(source);
   let decoded;
   try {
-    decoded = await decodeLora(file, unetParams(model.unet));
+    decoded = await decodeLora(file, model.unet);
   } catch (e) {
     if (e instanceof LoraFileError && e.shapeMismatch && modelOpt === undefined) {
       throw new Error(`${e.message} It was checked against SD1.5's UNet: for a LoRA of another SD1.x-layout model, pass --model (its diffusers folder or unet/config.json).`);

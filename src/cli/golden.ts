@@ -18,7 +18,7 @@ import { ldmLayoutFromConfigs } from '../models/model-weights';
 import type { SafetensorsFile } from '../models/safetensors';
 import { openSafetensorsFile } from '../models/safetensors-node';
 import { loadClipTokenizer } from '../models/tokenizer-node';
-import { loadUNet, loadUNetFromSingleFile, type UNet, unetParams, type UNetConfig } from '../models/unet';
+import { loadUNet, loadUNetFromSingleFile, type UNet, type UNetConfig } from '../models/unet';
 import { loadVae, loadVaeFromSingleFile, vaeDecode, vaeEncode } from '../models/vae';
 import type { ModelFiles } from '../models/weights';
 import { mseRows, mseRowsBackward, mseRowsDiff } from '../nn/ops/reduce';
@@ -242,7 +242,7 @@ async function checkCase(gpu: Gpu, report: Report, dir: string, files: ModelFile
     if (!meta.lora || !existsSync(join(dir, meta.lora))) return;
     const { file: loraFile, close: closeLora } = await openSafetensorsFile(join(dir, meta.lora));
     try {
-      unet.lora = await readLora(gpu, loraFile, unetParams(unet.config));
+      unet.lora = await readLora(gpu, loraFile, unet.config);
     } finally {
       await closeLora();
     }
@@ -450,7 +450,7 @@ async function checkSample(gpu: Gpu, report: Report, dir: string, files: ModelFi
         const spec = parseLoraSpec(run.lora);
         const { file, close: closeLora } = await openSafetensorsFile(join(dir, spec.file));
         try {
-          unet.lora = await readLora(gpu, file, unetParams(unet.config));
+          unet.lora = await readLora(gpu, file, unet.config);
         } finally {
           await closeLora();
         }

@@ -249,7 +249,7 @@ async function runPlan(argv: string[], io: CliIO): Promise<number> {
   const out: string[] = [];
   out.push(`Memory plan for ${model.source}`);
   out.push(
-    `  UNet ${(s.unetParams / 1e6).toFixed(1)}M parameters (${precision}), ${resolution}x${resolution} px (latent ${i.latent}x${i.latent}), ` +
+    `  UNet ${(s.unetParamShapes / 1e6).toFixed(1)}M parameters (${precision}), ${resolution}x${resolution} px (latent ${i.latent}x${i.latent}), ` +
       `${method.toUpperCase()} batch ${batch} = ${i.rows} UNet row${i.rows > 1 ? 's' : ''} per forward${i.reference ? ', plus the reference forward' : ''}`,
   );
   out.push(`  LoRA rank ${rank}, alpha ${alpha}, on ${targets.join(', ')}: ${s.loraModules} modules, ${(s.loraParams / 1e6).toFixed(2)}M parameters`);

@@ -13,7 +13,7 @@ import type { Gpu } from '../gpu/gpu';
 import { readLora } from '../models/lora-io';
 import { dirModelFiles } from '../models/model-files-node';
 import { openSafetensorsFile } from '../models/safetensors-node';
-import { loadUNet, unetParams, type UNet } from '../models/unet';
+import { loadUNet, type UNet } from '../models/unet';
 import { preferHalfWeights } from '../models/weights';
 import { formatHelp, intOpt, numberOpt, type OptionTable, parseOptions, stringOpt, UsageError } from './args';
 import type { Command } from './command';
@@ -146,7 +146,7 @@ async function runSample(argv: string[], io: CliIO): Promise<number> {
     if (loraArg) {
       const { file, close } = await openSafetensorsFile(at(loraArg));
       try {
-        unet.lora = await readLora(gpu, file, unetParams(unet.config));
+        unet.lora = await readLora(gpu, file, unet.config);
       } finally {
         await close();
       }

@@ -9,7 +9,7 @@ import { noiseSchedule } from '../diffusion/schedule';
 import { decodeLora, readLora } from '../models/lora-io';
 import { dirModelFiles } from '../models/model-files-node';
 import { openSafetensorsFile } from '../models/safetensors-node';
-import { loadUNet, unetParams, type UNet } from '../models/unet';
+import { loadUNet, type UNet } from '../models/unet';
 import { preferHalfWeights } from '../models/weights';
 import type { NegativeFilter } from '../tpo/examples';
 import { defaultLossConfig } from '../tpo/losses';
@@ -88,7 +88,7 @@ async function runScore(argv: string[], io: CliIO): Promise<number> {
   if (loraArg) {
     const { file, close } = await openSafetensorsFile(path.resolve(io.cwd, loraArg));
     try {
-      await decodeLora(file, unetParams(checked.unet));
+      await decodeLora(file, checked.unet);
     } finally {
       await close();
     }
@@ -105,7 +105,7 @@ async function runScore(argv: string[], io: CliIO): Promise<number> {
     if (loraArg) {
       const { file, close } = await openSafetensorsFile(path.resolve(io.cwd, loraArg));
       try {
-        unet.lora = await readLora(gpu, file, unetParams(unet.config));
+        unet.lora = await readLora(gpu, file, unet.config);
       } finally {
         await close();
       }

@@ -28,7 +28,7 @@ import { ClipTextModel, clipTextParamShapes, type ClipTextConfig, loadClipTextMo
 import { ModelWeights } from '../models/model-weights';
 import { SD15_SCHEDULER_FILE } from '../models/sd15-configs';
 import { ClipTokenizer } from '../models/tokenizer';
-import { UNet, unetParams, type UNetConfig } from '../models/unet';
+import { UNet, unetParamShapes, type UNetConfig } from '../models/unet';
 import { AutoencoderKL, loadVae, type VaeConfig, vaeConfig, vaeDecode, vaeEncode, vaeParamShapes } from '../models/vae';
 import { browserModelFiles, encodeStateDict, type ModelFiles } from '../models/weights';
 import { Tensor } from '../nn/tensor';
@@ -340,7 +340,7 @@ export async function buildDemo(gpu: Gpu, settings: DemoSettings, storage: DemoB
     vae.release();
     text.release();
     const unetConfig = demoUNetConfig(s);
-    const unet = new UNet(gpu, unetConfig, initWeights(gpu, s.seed, 'unet', unetParams(unetConfig)));
+    const unet = new UNet(gpu, unetConfig, initWeights(gpu, s.seed, 'unet', unetParamShapes(unetConfig)));
     const config: TrainConfig = {
       ...defaultTrainConfig('sft'),
       trainable: 'all',

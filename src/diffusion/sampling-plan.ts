@@ -7,7 +7,7 @@ import { countingGpu } from '../gpu/counting';
 import { ClipTextModel, clipTextParamShapes, type ClipTextConfig } from '../models/clip-text';
 import { ModelWeights } from '../models/model-weights';
 import { createClipTokenizer } from '../models/tokenizer';
-import { UNet, unetParams, type UNetConfig } from '../models/unet';
+import { UNet, unetParamShapes, type UNetConfig } from '../models/unet';
 import { AutoencoderKL, vaeParamShapes, type VaeConfig } from '../models/vae';
 import { placeholderWeights } from '../models/weights';
 import { DEFAULT_SAMPLE_SETTINGS, type SampleSettings, TextToImage } from './pipeline';
@@ -42,7 +42,7 @@ export interface SamplingPlan {
  */
 export async function planSampling(input: SamplingPlanInput): Promise<SamplingPlan> {
   const gpu = countingGpu();
-  const unet = new UNet(gpu, input.unet, placeholderWeights(gpu, unetParams(input.unet), input.unetWeightBytes === 2));
+  const unet = new UNet(gpu, input.unet, placeholderWeights(gpu, unetParamShapes(input.unet), input.unetWeightBytes === 2));
   const text = new ClipTextModel(input.textEncoder, new ModelWeights('text encoder', placeholderWeights(gpu, clipTextParamShapes(input.textEncoder), false)));
   const vae = new AutoencoderKL(input.vae, new ModelWeights('VAE', placeholderWeights(gpu, vaeParamShapes(input.vae), false)));
   const weightBytes = gpu.pool.bytesInUse;

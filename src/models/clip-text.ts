@@ -77,9 +77,9 @@ class ClipEncoderLayer extends Layer {
     this.mlp = { fc1: lin('mlp.fc1', d, config.intermediate_size), fc2: lin('mlp.fc2', config.intermediate_size, d) };
   }
 
-  params(out: ParamShapes): void {
+  override children() {
     const a = this.self_attn;
-    for (const l of [this.layer_norm1, a.q_proj, a.k_proj, a.v_proj, a.out_proj, this.layer_norm2, this.mlp.fc1, this.mlp.fc2]) l.params(out);
+    return [this.layer_norm1, a.q_proj, a.k_proj, a.v_proj, a.out_proj, this.layer_norm2, this.mlp.fc1, this.mlp.fc2];
   }
 
   /** Consumes x (freed) and returns the new hidden states. */
@@ -129,8 +129,8 @@ export class ClipTextLayers extends Layer {
     this.final_layer_norm = new LayerNorm(this.key('final_layer_norm'), d, config.layer_norm_eps);
   }
 
-  params(out: ParamShapes): void {
-    for (const l of [this.embeddings.token_embedding, this.embeddings.position_embedding, ...this.encoder.layers, this.final_layer_norm]) l.params(out);
+  override children() {
+    return [this.embeddings.token_embedding, this.embeddings.position_embedding, ...this.encoder.layers, this.final_layer_norm];
   }
 }
 

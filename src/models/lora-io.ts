@@ -18,7 +18,7 @@ import { Tensor } from '../nn/tensor';
 import { DEFAULT_TARGETS, kohyaName, Lora, type LoraModule, loraTargets, OPTIONAL_TARGETS } from './lora';
 import { fromFloat32, type SafetensorsFile, type TensorToWrite, writeSafetensors } from './safetensors';
 import { sha256HexSync } from '../util/hash';
-import type { ParamShapes } from './weights';
+import { unetParamShapes, type UNetConfig } from './unet';
 
 /** One LoRA module on the host. down is A, [rank, in] row-major; up is B, [out, rank]. */
 export interface HostLoraModule {
@@ -423,7 +423,7 @@ function patternValue(patterns: Record<string, number> | undefined, module: stri
  * LoRA module of one of the UNet's attention-block linear or 1x1-conv layers, with that layer's widths.
  * Anything else is refused, naming the keys and saying what the file looks like.
  */
-export async function decodeLora(file: SafetensorsFile, unetParams: ParamShapes): Promise<DecodedLora> {
+export async function decodeLora(file: SafetensorsFile, unet: UNetConfig): Promise<DecodedLora> {
   const where = file.source.name;
   const names = file.names;
   const metadata: Record<string, string> = { ...file.metadata };
@@ -433,10 +433,10 @@ export async function decodeLora(file: SafetensorsFile, unetParams: ParamShapes)
     throw new LoraFileError(`${where}: not a LoRA for this Stable Diffusion 1.x UNet: ${problems.join('; ')}${metadataHint(metadata)}. The file holds ${describeKeys(names)}.`);
   }
 
-  const candidates = loraTargets(unetParams, [...DEFAULT_TARGETS, ...OPTIONAL_TARGETS]);
+  const candidates = loraTargets(unet, [...DEFAULT_TARGETS, ...OPTIONAL_TARGETS]);
   const byKohya = new Map([...candidates.keys()].map((m) => [kohyaName(m), m]));
   // Any UNet weight (resnet convs, time embedding...): named apart from keys that fit nothing at all.
-  const unetModules = new Map([...unetParams.keys()].filter((k) => k.endsWith('.weight')).map((k) => [k.slice(0, -'.weight'.length), k]));
+  const unetModules = new Map([...unetParamShapes(unet).keys()].filter((k) => k.endsWith('.weight')).map((k) => [k.slice(0, -'.weight'.length), k]));
   const byKohyaAny = new Map([...unetModules.keys()].map((m) => [kohyaName(m), m]));
 
   const parsed: ParsedKey[] = [];
@@ -505,7 +505,7 @@ export async function decodeLora(file: SafetensorsFile, unetParams: ParamShapes)
     }
   }
   if (mismatched.length) {
-    const cross = [...unetParams].find(([n]) => /\.attn2\.to_k\.weight$/.test(n))?.[1][1];
+    const cross = unet.cross_attention_dim;
     const arch =
       crossWidth === 1024 ? ` It is an SD2.x LoRA: its cross-attention takes ${crossWidth}-wide text states (SD2's OpenCLIP), this UNet's ${cross}.`
       : crossWidth === 2048 ? ` It is an SDXL LoRA: its cross-attention takes 2048-wide text states, this UNet's ${cross}.`
@@ -586,7 +586,7 @@ export function loraFromHost(gpu: Gpu, host: HostLora): Lora {
 }
 
 /** Reads a LoRA file (kohya or diffusers, any spelling), checked against the UNet, onto the GPU. */
-export async function readLora(gpu: Gpu, file: SafetensorsFile, unetParams: ParamShapes): Promise<Lora> {
-  const { lora } = await decodeLora(file, unetParams);
+export async function readLora(gpu: Gpu, file: SafetensorsFile, unet: UNetConfig): Promise<Lora> {
+  const { lora } = await decodeLora(file, unet);
   return loraFromHost(gpu, lora);
 }

@@ -5,7 +5,9 @@
 
 import type { Gpu } from '../gpu/gpu';
 import { Tensor } from '../nn/tensor';
-import type { ParamShapes } from './weights';
+import { PointwiseProjection } from '../nn/layers/attention';
+import { Linear } from '../nn/layers/layer';
+import { type UNetConfig, UNetLayers } from './unet';
 
 export interface LoraModule {
   /** A, [rank, in], trainable. */
@@ -47,17 +49,16 @@ export class Lora {
   }
 }
 
-/** The UNet modules a target list selects: every linear / 1x1 conv whose path ends in one of the targets. */
-export function loraTargets(unetParams: ParamShapes, targets: readonly string[] = DEFAULT_TARGETS): Map<string, { in: number; out: number; conv1x1: boolean }> {
+/**
+ * The UNet modules a target list selects: every linear layer or 1x1-conv projection inside a transformer
+ * (attentions.*) whose path ends in one of the targets, found by walking the UNet's layer tree.
+ */
+export function loraTargets(unet: UNetConfig, targets: readonly string[] = DEFAULT_TARGETS): Map<string, { in: number; out: number; conv1x1: boolean }> {
   const out = new Map<string, { in: number; out: number; conv1x1: boolean }>();
-  for (const [name, shape] of unetParams) {
-    if (!name.endsWith('.weight')) continue;
-    const module = name.slice(0, -'.weight'.length);
-    if (!module.includes('.attentions.') || !targets.some((t) => module.endsWith(`.${t}`))) continue;
-    const conv1x1 = shape.length === 4;
-    if (conv1x1 && (shape[2] !== 1 || shape[3] !== 1)) continue;
-    if (shape.length !== 2 && !conv1x1) continue;
-    out.set(module, { in: shape[1], out: shape[0], conv1x1 });
+  for (const layer of new UNetLayers(unet).walk()) {
+    if (!layer.path.includes('.attentions.') || !targets.some((t) => layer.path.endsWith(`.${t}`))) continue;
+    if (layer instanceof Linear) out.set(layer.path, { in: layer.inFeatures, out: layer.outFeatures, conv1x1: false });
+    else if (layer instanceof PointwiseProjection) out.set(layer.path, { in: layer.inChannels, out: layer.outChannels, conv1x1: !layer.linear });
   }
   return out;
 }

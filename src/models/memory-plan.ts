@@ -21,7 +21,7 @@ import { createTrainerLora, defaultTrainConfig, type TrainConfig, Trainer } from
 import { formatBytes } from '../util/format';
 import { clipTextParamShapes, type ClipTextConfig } from './clip-text';
 import { DEFAULT_TARGETS, loraTargets } from './lora';
-import { UNet, unetParams, type UNetConfig } from './unet';
+import { UNet, unetParamShapes, type UNetConfig } from './unet';
 import { vaeParamShapes, type VaeConfig } from './vae';
 import { placeholderWeights, type ParamShapes } from './weights';
 
@@ -84,7 +84,7 @@ export interface MemoryPlan {
   /** Component sizes, whatever is live at the peak. */
   sizes: {
     unetWeights: number;
-    unetParams: number;
+    unetParamShapes: number;
     loraModules: number;
     loraParams: number;
     /** All LoRA gradients (float32), live together once the backward ends. */
@@ -214,7 +214,7 @@ async function dryRun(input: MemoryPlanInput) {
   pool.startAccount();
   // Persistent buffers in the order the app makes them: the weights, the LoRA, then the trainer's AdamW.
   pool.phase('unetWeights');
-  const unet = new UNet(gpu, unetConfig, placeholderWeights(gpu, unetParams(unetConfig), n.weightBytes === 2));
+  const unet = new UNet(gpu, unetConfig, placeholderWeights(gpu, unetParamShapes(unetConfig), n.weightBytes === 2));
   const config = planningConfig(input);
   pool.phase('loraParams');
   unet.lora = createTrainerLora(gpu, unet, config);
@@ -229,8 +229,8 @@ const phaseOf = (account: PoolAccount, name: string) => account.phases.get(name)
 /** The GPU memory one training step takes in this engine, by kind, without touching a GPU. */
 export async function planMemory(input: MemoryPlanInput): Promise<MemoryPlan> {
   const n = normalise(input);
-  const params = unetParams(input.unet);
-  const targets = loraTargets(params, n.targets);
+  const params = unetParamShapes(input.unet);
+  const targets = loraTargets(input.unet, n.targets);
   if (targets.size === 0) throw new Error(`no UNet layer matches the LoRA targets ${n.targets.join(', ')}`);
   const step = await dryRun(input);
   const other = await dryRun({ ...input, checkpointing: !n.checkpointing });
@@ -291,7 +291,7 @@ export async function planMemory(input: MemoryPlanInput): Promise<MemoryPlan> {
     reservedBytes: step.reserved,
     sizes: {
       unetWeights: step.account.atPeak.get('unetWeights')?.exact ?? 0,
-      unetParams: countParams(params),
+      unetParamShapes: countParams(params),
       loraModules: targets.size,
       loraParams: loraParamCount,
       loraGrads: loraParamCount * 4,

@@ -7,7 +7,7 @@
 
 import { clipTextConfig, clipTextParamShapes, type ClipTextConfig } from './clip-text';
 import { CLIP_MAX_LENGTH } from './tokenizer';
-import { checkModelResolution, unetParams, type UNetConfig, validateUNetConfig } from './unet';
+import { checkModelResolution, unetParamShapes, type UNetConfig, validateUNetConfig } from './unet';
 import { vaeConfig, vaeParamShapes, type VaeConfig } from './vae';
 import { ldmLayoutFromConfigs } from './model-weights';
 import type { SafetensorsFile } from './safetensors';
@@ -22,7 +22,7 @@ export interface CheckedModel {
 /** Throws a ModelLoadError naming the file and the problem; `resolution` is checked when given. */
 export async function checkModelForTraining(files: ModelFiles, options: { resolution?: number } = {}): Promise<CheckedModel> {
   const { unet, vae, text } = await checkModelConfigs(files, options);
-  await checkFolderComponent(files, 'unet', unetParams(unet));
+  await checkFolderComponent(files, 'unet', unetParamShapes(unet));
   await checkFolderComponent(files, 'vae', vaeParamShapes(vae));
   await checkFolderComponent(files, 'text_encoder', clipTextParamShapes(text));
   return { unet, vae, text };
@@ -35,7 +35,7 @@ export async function checkModelForTraining(files: ModelFiles, options: { resolu
 export async function checkSingleFileForTraining(file: SafetensorsFile, configs: ModelFiles, options: { resolution?: number } = {}): Promise<CheckedModel> {
   const { unet, vae, text } = await checkModelConfigs(configs, options);
   const layout = await ldmLayoutFromConfigs(configs);
-  checkSingleFileComponent(file, 'unet', unetParams(unet), layout);
+  checkSingleFileComponent(file, 'unet', unetParamShapes(unet), layout);
   checkSingleFileComponent(file, 'vae', vaeParamShapes(vae), layout);
   checkSingleFileComponent(file, 'text_encoder', clipTextParamShapes(text), layout);
   return { unet, vae, text };

@@ -231,28 +231,20 @@ export class UNetLayers extends Layer {
     this.conv_out = new Conv2d('conv_out', c0, c.out_channels, 3);
   }
 
-  params(out: ParamShapes): void {
-    const block = (b: UNetBlock) => {
-      b.resnets.forEach((r, j) => {
-        r.params(out);
-        b.attentions[j]?.params(out);
-      });
-      b.sampler?.params(out);
-    };
-    this.conv_in.params(out);
-    this.time_embedding.linear_1.params(out);
-    this.time_embedding.linear_2.params(out);
-    this.down_blocks.forEach(block);
+  override children() {
+    // Each resnet, then the transformer after it; then the block's resampler.
+    const block = (b: UNetBlock) => [...b.resnets.flatMap((r, j) => [r, b.attentions[j] ?? null]), b.sampler];
     const [r0, r1] = this.mid_block.resnets;
-    for (const l of [r0, this.mid_block.attentions[0], r1]) l.params(out);
-    this.up_blocks.forEach(block);
-    this.conv_norm_out.params(out);
-    this.conv_out.params(out);
+    return [
+      this.conv_in, this.time_embedding.linear_1, this.time_embedding.linear_2,
+      ...this.down_blocks.flatMap(block), r0, this.mid_block.attentions[0], r1, ...this.up_blocks.flatMap(block),
+      this.conv_norm_out, this.conv_out,
+    ];
   }
 }
 
 /** Every parameter the config implies, name -> shape, as diffusers names them. */
-export function unetParams(c: UNetConfig): ParamShapes {
+export function unetParamShapes(c: UNetConfig): ParamShapes {
   return paramsOf(new UNetLayers(c));
 }
 
@@ -419,12 +411,12 @@ export async function loadUNet(gpu: Gpu, files: ModelFiles, options: UploadOptio
   } catch (e) {
     throw new ModelLoadError(`${files.name}/${(e as Error).message}`); // name the folder, not just unet/config.json
   }
-  const weights = await loadFolderComponent(gpu, files, 'unet', unetParams(config), { ...options, halfWeights: options.halfWeights ?? preferHalfWeights(gpu) });
+  const weights = await loadFolderComponent(gpu, files, 'unet', unetParamShapes(config), { ...options, halfWeights: options.halfWeights ?? preferHalfWeights(gpu) });
   return new UNet(gpu, config, weights);
 }
 
 /** Loads the UNet of a single-file (LDM keys) checkpoint, with its config given; precision as loadUNet. */
 export async function loadUNetFromSingleFile(gpu: Gpu, file: SafetensorsFile, config: UNetConfig, layout: LdmLayout, options: UploadOptions = {}): Promise<UNet> {
-  const weights = await loadSingleFileComponent(gpu, file, 'unet', unetParams(config), layout, { ...options, halfWeights: options.halfWeights ?? preferHalfWeights(gpu) });
+  const weights = await loadSingleFileComponent(gpu, file, 'unet', unetParamShapes(config), layout, { ...options, halfWeights: options.halfWeights ?? preferHalfWeights(gpu) });
   return new UNet(gpu, config, weights);
 }

@@ -170,16 +170,15 @@ export class VaeLayers extends Layer {
     this.post_quant_conv = config.use_post_quant_conv ? new Conv2d('post_quant_conv', latent, latent, 1) : null;
   }
 
-  params(out: ParamShapes): void {
+  override children() {
     const mid = (m: VaeMidBlock) => [m.resnets[0], ...m.attentions, m.resnets[1]];
     const level = (l: VaeLevel) => [...l.resnets, l.sampler];
     const { encoder: e, decoder: d } = this;
-    const all = [
+    return [
       e.conv_in, ...e.down_blocks.flatMap(level), ...mid(e.mid_block), e.conv_norm_out, e.conv_out,
       d.conv_in, ...mid(d.mid_block), ...d.up_blocks.flatMap(level), d.conv_norm_out, d.conv_out,
       this.quant_conv, this.post_quant_conv,
     ];
-    for (const l of all) l?.params(out);
   }
 }
 

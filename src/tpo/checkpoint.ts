@@ -13,7 +13,7 @@ import { decodeLora, encodeLora, type HostLora, loraFromHost, loraToHost, type L
 import { sha256HexSync } from '../util/hash';
 import { kohyaName, loraTargets } from '../models/lora';
 import { memorySource, SafetensorsFile, fromFloat32, writeSafetensors } from '../models/safetensors';
-import { unetParams, type UNet } from '../models/unet';
+import { unetParamShapes, type UNet, type UNetConfig } from '../models/unet';
 import { checkParams, encodeStateDict } from '../models/weights';
 import { Tensor } from '../nn/tensor';
 import type { TrainExample } from './examples';
@@ -150,7 +150,7 @@ export async function restoreWeights(gpu: Gpu, weights: Map<string, Tensor>, byt
 export async function loadWeightsCheckpoint(gpu: Gpu, unet: UNet, files: WeightsCheckpointFiles): Promise<{ saved: CheckpointState; moments: OptimizerMoments }> {
   const saved = parseCheckpointState(new TextDecoder().decode(files['state.json']));
   if (saved.config.trainable !== 'all') throw new Error('state.json: this checkpoint trains a LoRA; resume it with loadCheckpoint');
-  await restoreWeights(gpu, unet.weights, files['unet.safetensors'], unetParams(unet.config), 'checkpoint/unet.safetensors');
+  await restoreWeights(gpu, unet.weights, files['unet.safetensors'], unetParamShapes(unet.config), 'checkpoint/unet.safetensors');
   return { saved, moments: await decodeMoments(gpu, files['optimizer.safetensors'], [...unet.weights]) };
 }
 
@@ -228,17 +228,17 @@ export function validateCheckpointState(s: CheckpointState, where = 'state.json'
  * and the LoRA's values, without a GPU: every module the config's targets name, at the config's rank and
  * alpha, and both AdamW moments of every matrix with its shape.
  */
-export async function checkCheckpointTensors(saved: CheckpointState, files: CheckpointFiles, params: ParamShapes): Promise<void> {
+export async function checkCheckpointTensors(saved: CheckpointState, files: CheckpointFiles, unet: UNetConfig): Promise<void> {
   let lora: HostLora;
   let opt: SafetensorsFile;
   try {
-    lora = (await decodeLora(await SafetensorsFile.open(memorySource(files['lora.safetensors'], 'checkpoint/lora.safetensors')), params)).lora;
+    lora = (await decodeLora(await SafetensorsFile.open(memorySource(files['lora.safetensors'], 'checkpoint/lora.safetensors')), unet)).lora;
     opt = await SafetensorsFile.open(memorySource(files['optimizer.safetensors'], 'checkpoint/optimizer.safetensors'));
   } catch (e) {
     throw new Error(`${(e as Error).message}; the checkpoint is damaged`);
   }
   const c = saved.config;
-  const want = loraTargets(params, c.targets);
+  const want = loraTargets(unet, c.targets);
   const missing = [...want.keys()].filter((m) => !lora.has(m));
   const extra = [...lora.keys()].filter((m) => !want.has(m));
   if (missing.length || extra.length) {
@@ -269,7 +269,7 @@ export async function checkCheckpointTensors(saved: CheckpointState, files: Chec
 export async function loadCheckpoint(gpu: Gpu, unet: UNet, files: CheckpointFiles): Promise<{ saved: CheckpointState; moments: OptimizerMoments }> {
   const saved = parseCheckpointState(new TextDecoder().decode(files['state.json']));
   if (saved.config.trainable === 'all') throw new Error('state.json: this checkpoint trains all weights; resume it with loadWeightsCheckpoint');
-  const decoded = await decodeLora(await SafetensorsFile.open(memorySource(files['lora.safetensors'], 'checkpoint/lora.safetensors')), unetParams(unet.config));
+  const decoded = await decodeLora(await SafetensorsFile.open(memorySource(files['lora.safetensors'], 'checkpoint/lora.safetensors')), unet.config);
   const lora = loraFromHost(gpu, decoded.lora);
   unet.lora?.release();
   unet.lora = lora;

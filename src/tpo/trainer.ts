@@ -12,7 +12,7 @@ import type { Gpu } from '../gpu/gpu';
 import { noiseSchedule, type NoiseSchedule, SD15_SCHEDULER, type SchedulerConfig } from '../diffusion/schedule';
 import { checkResolution } from '../data/pixels';
 import { createLora, DEFAULT_TARGETS, loraTargets, type Lora, OPTIONAL_TARGETS } from '../models/lora';
-import { unetParams, type UNet } from '../models/unet';
+import { type UNet } from '../models/unet';
 import { mseRows, mseRowsBackward, mseRowsDiff } from '../nn/ops/reduce';
 import { accumulate, Ctx, Tape } from '../nn/tape';
 import { Tensor } from '../nn/tensor';
@@ -362,7 +362,7 @@ export class Trainer {
 
 /** A fresh LoRA for the UNet, initialised from the seed (A Kaiming-uniform, B zero). */
 export function createTrainerLora(gpu: Gpu, unet: UNet, config: Pick<TrainConfig, 'rank' | 'alpha' | 'targets' | 'seed'>): Lora {
-  const targets = loraTargets(unetParams(unet.config), config.targets);
+  const targets = loraTargets(unet.config, config.targets);
   if (targets.size === 0) throw new Error(`no UNet layer matches the LoRA targets ${config.targets.join(', ')}`);
   return createLora(gpu, targets, config.rank, config.alpha, drawRandom(config.seed, 'lora-init'));
 }

@@ -16,7 +16,7 @@ import { demoSettings, demoUNetConfig } from '../../src/demo/build';
 import { initWeights } from '../../src/demo/init';
 import type { Gpu } from '../../src/gpu/gpu';
 import { openNodeGpu } from '../../src/gpu/node';
-import { UNet, unetParams } from '../../src/models/unet';
+import { UNet, unetParamShapes } from '../../src/models/unet';
 import { cpuKernels, isCpuAdapter } from '../../src/nn/ops/kernels';
 import { Ctx, Tape } from '../../src/nn/tape';
 import { Tensor } from '../../src/nn/tensor';
@@ -44,7 +44,7 @@ async function withCpuKernels<T>(on: boolean, fn: () => Promise<T>): Promise<T> 
 /** The demo UNet's forward and backward over `rows` rows: best wall ms of `reps` after a warm-up, and dispatches. */
 async function demoUNetStep(gpu: Gpu, rows: number, reps: number): Promise<{ ms: number; dispatches: number }> {
   const config = demoUNetConfig(demoSettings());
-  const unet = new UNet(gpu, config, initWeights(gpu, 0, 'unet', unetParams(config)));
+  const unet = new UNet(gpu, config, initWeights(gpu, 0, 'unet', unetParamShapes(config)));
   unet.trainAllWeights();
   const side = config.sample_size ?? 16;
   const random = (n: number, seed: number) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898 + seed) * 0.5);

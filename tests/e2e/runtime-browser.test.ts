@@ -16,7 +16,7 @@ import { readPngText } from '../../src/data/png-text';
 import { decodeLora } from '../../src/models/lora-io';
 import { dirModelFiles } from '../../src/models/model-files-node';
 import { memorySource, SafetensorsFile } from '../../src/models/safetensors';
-import { unetParams, type UNetConfig } from '../../src/models/unet';
+import { type UNetConfig } from '../../src/models/unet';
 import { readConfig } from '../../src/models/weights';
 import type { LabRunEvent, Result } from '../../src/worker/api';
 import { type BrowserSession, describeLog, openBrowser } from '../helpers/browser';
@@ -62,8 +62,7 @@ async function ended(run: string): Promise<Extract<LabRunEvent, { type: 'status'
 }
 
 async function loraTensors(base64: string): Promise<Map<string, number[]>> {
-  const params = unetParams(await readConfig<UNetConfig>(dirModelFiles(TINY), 'unet'));
-  const decoded = await decodeLora(await SafetensorsFile.open(memorySource(new Uint8Array(Buffer.from(base64, 'base64')))), params);
+  const decoded = await decodeLora(await SafetensorsFile.open(memorySource(new Uint8Array(Buffer.from(base64, 'base64')))), await readConfig<UNetConfig>(dirModelFiles(TINY), 'unet'));
   const out = new Map<string, number[]>();
   for (const [name, m] of decoded.lora) {
     out.set(`${name}.down`, [...m.down]);

@@ -11,7 +11,7 @@ import { loadTrainingData } from '../../src/cli/training-data';
 import { encodeLora, type HostLora } from '../../src/models/lora-io';
 import { DEFAULT_TARGETS, kohyaName, loraTargets } from '../../src/models/lora';
 import { writeSafetensors } from '../../src/models/safetensors';
-import { unetParams, type UNetConfig } from '../../src/models/unet';
+import { type UNetConfig } from '../../src/models/unet';
 import { type CheckpointState, dataFingerprint } from '../../src/tpo/checkpoint';
 import { splitExamples } from '../../src/tpo/examples';
 import { RNG_ALGORITHM, epochOrder } from '../../src/tpo/random';
@@ -145,7 +145,7 @@ export async function writeFakeRun(dir: string, tiny: string, editState?: (s: Ch
   const unetConfig = JSON.parse(readFileSync(path.join(tiny, 'unet/config.json'), 'utf8')) as UNetConfig;
   const host: HostLora = new Map();
   const tensors = [];
-  for (const [module, t] of loraTargets(unetParams(unetConfig), DEFAULT_TARGETS)) {
+  for (const [module, t] of loraTargets(unetConfig, DEFAULT_TARGETS)) {
     host.set(module, { down: new Float32Array(config.rank * t.in), up: new Float32Array(t.out * config.rank), rank: config.rank, alpha: config.alpha, in: t.in, out: t.out, conv1x1: t.conv1x1 });
     for (const prefix of ['exp_avg', 'exp_avg_sq']) {
       tensors.push({ name: `${prefix}.${kohyaName(module)}.lora_down.weight`, dtype: 'F32' as const, shape: [config.rank, t.in], data: new Uint8Array(4 * config.rank * t.in) });

@@ -8,18 +8,18 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { runCli } from '../helpers/cli';
 import { decodeLora } from '../../src/models/lora-io';
 import { memorySource, SafetensorsFile, writeSafetensors } from '../../src/models/safetensors';
-import { unetParams, type UNetConfig } from '../../src/models/unet';
+import { type UNetConfig } from '../../src/models/unet';
 import { GOLDENS } from '../helpers/goldens';
 
 const TINY = path.join(GOLDENS, 'tiny-sd15');
 const GOLDEN_LORA = path.join(TINY, 'lora.safetensors');
-const PARAMS = unetParams(JSON.parse(readFileSync(path.join(TINY, 'unet/config.json'), 'utf8')) as UNetConfig);
+const TINY_UNET = JSON.parse(readFileSync(path.join(TINY, 'unet/config.json'), 'utf8')) as UNetConfig;
 const tmp = mkdtempSync(path.join(tmpdir(), 'cli-export-'));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
 const run = (argv: string[], cwd = tmp) => runCli(argv, { cwd });
 
-const decode = async (file: string) => decodeLora(await SafetensorsFile.open(memorySource(new Uint8Array(readFileSync(file)), path.basename(file))), PARAMS);
+const decode = async (file: string) => decodeLora(await SafetensorsFile.open(memorySource(new Uint8Array(readFileSync(file)), path.basename(file))), TINY_UNET);
 
 describe('tpo-lab export', () => {
   it('is listed and has help', async () => {

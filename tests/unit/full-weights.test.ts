@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { noiseSchedule, SD15_SCHEDULER } from '../../src/diffusion/schedule';
 import type { Gpu } from '../../src/gpu/gpu';
 import { dirModelFiles } from '../../src/models/model-files-node';
-import { loadUNet, UNet, unetParams, type UNetConfig } from '../../src/models/unet';
+import { loadUNet, UNet, unetParamShapes, type UNetConfig } from '../../src/models/unet';
 import { AutoencoderKL, loadVae, vaeConfig, vaeDecode, vaeEncode, vaeParamShapes } from '../../src/models/vae';
 import { encodeStateDict } from '../../src/models/weights';
 import { mseRows, mseRowsBackward } from '../../src/nn/ops/reduce';
@@ -50,7 +50,7 @@ const LATENT = [4, 8, 8];
 const TEXT = [5, 8];
 
 function randomUNet(gpu: Gpu, seed = 1): UNet {
-  return new UNet(gpu, CONFIG, randomWeights(gpu, unetParams(CONFIG), seed).gpu.tensors);
+  return new UNet(gpu, CONFIG, randomWeights(gpu, unetParamShapes(CONFIG), seed).gpu.tensors);
 }
 
 /** mean_i mseRows(eps_theta(x_t, t, c), target): the denoising loss, and the tape that recorded it when asked. */

@@ -15,7 +15,7 @@ import { runPool } from '../../src/llm/generate';
 import { buildEditMessages } from '../../src/llm/principles';
 import { validateNegative } from '../../src/llm/validate';
 import { SD15_UNET_CONFIG } from '../../src/models/sd15-configs';
-import { checkModelResolution, unetParams, type UNetConfig, validateUNetConfig } from '../../src/models/unet';
+import { checkModelResolution, unetParamShapes, type UNetConfig, validateUNetConfig } from '../../src/models/unet';
 import { checkCheckpointTensors, type CheckpointFiles, parseCheckpointState } from '../../src/tpo/checkpoint';
 import { longCaptionProblem, smallImageProblem } from '../../src/tpo/input-checks';
 import { runCli } from '../helpers/cli';
@@ -36,7 +36,7 @@ describe('1. checkpoints are checked field by field before anything runs', () =>
     const files = Object.fromEntries(['lora.safetensors', 'optimizer.safetensors', 'state.json'].map((f) => [f, new Uint8Array(readFileSync(path.join(run.out, 'checkpoint', f)))])) as CheckpointFiles;
     const saved = parseCheckpointState(new TextDecoder().decode(files['state.json']));
     expect(saved.state.step).toBe(2);
-    await expect(checkCheckpointTensors(saved, files, unetParams(tinyUnet))).resolves.toBeUndefined();
+    await expect(checkCheckpointTensors(saved, files, tinyUnet)).resolves.toBeUndefined();
   });
 
   it('refuses a step that is not a number, a negative step, a negative position and an order past the data', () => {
@@ -81,7 +81,7 @@ describe('2. the resolution must suit the model', () => {
 describe('3. every UNet config value is bounded and checked at load', () => {
   it('refuses absurd and inconsistent values at once, naming the key and the range', () => {
     const started = Date.now();
-    expect(() => unetParams({ ...tinyUnet, layers_per_block: 1e9 })).toThrow(/layers_per_block must be a whole number from 1 to 16, got 1000000000/);
+    expect(() => unetParamShapes({ ...tinyUnet, layers_per_block: 1e9 })).toThrow(/layers_per_block must be a whole number from 1 to 16, got 1000000000/);
     expect(Date.now() - started).toBeLessThan(1000);
     expect(() => validateUNetConfig({ ...tinyUnet, attention_head_dim: 5 })).toThrow(/attention_head_dim 5 does not divide the 32 channels of block 0/);
     expect(() => validateUNetConfig({ ...tinyUnet, num_attention_heads: [4, 4, 4, 3] })).toThrow(/num_attention_heads 3 does not divide the 64 channels of block 3/);

@@ -21,7 +21,7 @@ import { openNodeGpu } from '../../src/gpu/node';
 import { decodeLora } from '../../src/models/lora-io';
 import { dirModelFiles } from '../../src/models/model-files-node';
 import { memorySource, SafetensorsFile } from '../../src/models/safetensors';
-import { unetParams, type UNetConfig } from '../../src/models/unet';
+import { type UNetConfig } from '../../src/models/unet';
 import { readConfig } from '../../src/models/weights';
 import { GOLDENS } from '../helpers/goldens';
 import { discPng } from '../helpers/train-data';
@@ -55,8 +55,7 @@ function writeFolder(dir: string): void {
 
 async function loraTensors(bytes: Uint8Array): Promise<Map<string, number[]>> {
   const files = dirModelFiles(TINY);
-  const params = unetParams(await readConfig<UNetConfig>(files, 'unet'));
-  const decoded = await decodeLora(await SafetensorsFile.open(memorySource(bytes)), params);
+  const decoded = await decodeLora(await SafetensorsFile.open(memorySource(bytes)), await readConfig<UNetConfig>(files, 'unet'));
   const out = new Map<string, number[]>();
   for (const [name, m] of decoded.lora) {
     out.set(`${name}.down`, [...m.down]);

@@ -25,7 +25,7 @@ import { sha256HexSync } from '../../src/util/hash';
 import { f16ToF32, f32ToF16, fromFloat32, memorySource, SafetensorsFile, type TensorToWrite, writeSafetensors } from '../../src/models/safetensors';
 import { openSafetensorsFile } from '../../src/models/safetensors-node';
 import { SD15_UNET_CONFIG } from '../../src/models/sd15-configs';
-import { UNet, unetParams, type UNetConfig } from '../../src/models/unet';
+import { UNet, unetParamShapes, type UNetConfig } from '../../src/models/unet';
 import { loadFolderComponent, type ParamShapes } from '../../src/models/weights';
 import { Ctx } from '../../src/nn/tape';
 import { Tensor } from '../../src/nn/tensor';
@@ -35,8 +35,8 @@ import { testGpu } from '../helpers/gpu';
 
 const TINY = join(GOLDENS, 'tiny-sd15');
 const tinyConfig = JSON.parse(readFileSync(join(TINY, 'unet/config.json'), 'utf8')) as UNetConfig;
-const TINY_PARAMS = unetParams(tinyConfig);
-const SD15_PARAMS = unetParams(SD15_UNET_CONFIG);
+const TINY_PARAMS = unetParamShapes(tinyConfig);
+const SD15_PARAMS = unetParamShapes(SD15_UNET_CONFIG);
 
 const ATTN = 'down_blocks.0.attentions.0.transformer_blocks.0';
 /** A 1x1 conv (proj_in), self- and cross-attention projections, the output projection and a feed-forward. */
@@ -87,7 +87,7 @@ describe('kohya format', () => {
       expect(h[`${kohyaName(`${ATTN}.attn2.to_k`)}.lora_up.weight`].shape).toEqual([32, 4]);
       expect(h[`${kohyaName(`${ATTN}.attn1.to_q`)}.alpha`].shape).toEqual([]);
 
-      const decoded = await decodeLora(await open(bytes), TINY_PARAMS);
+      const decoded = await decodeLora(await open(bytes), tinyConfig);
       expect(decoded.format).toBe('kohya');
       expect([...decoded.lora.keys()]).toEqual([...MODULES].sort());
       for (const [path, m] of lora) {
@@ -253,7 +253,7 @@ describe('diffusers format', () => {
       expect(config['unet.alpha_pattern']).toEqual({ [MODULES[3]]: 8 });
       expect(md.sshs_model_hash).toMatch(/^[0-9a-f]{64}$/);
 
-      const decoded = await decodeLora(await open(bytes), TINY_PARAMS);
+      const decoded = await decodeLora(await open(bytes), tinyConfig);
       expect(decoded.format).toBe('diffusers');
       for (const [path, m] of lora) {
         const d = decoded.lora.get(path)!;
@@ -262,7 +262,7 @@ describe('diffusers format', () => {
         expect(Array.from(d.up)).toEqual(Array.from(dtype === 'fp16' ? half(m.up) : m.up));
       }
       // And back to kohya: the same LoRA.
-      const again = await decodeLora(await open(encodeLora(decoded.lora, { format: 'kohya', dtype: 'fp32', metadata: decoded.metadata })), TINY_PARAMS);
+      const again = await decodeLora(await open(encodeLora(decoded.lora, { format: 'kohya', dtype: 'fp32', metadata: decoded.metadata })), tinyConfig);
       expect(again.lora).toEqual(decoded.lora);
     });
   }
@@ -410,7 +410,7 @@ describe('reading other spellings', () => {
       t(`unet.${ATTN}.attn2.to_k.lora_linear_layer.down.weight`, [2, 48], k.down),
       t(`unet.${ATTN}.attn2.to_k.lora_linear_layer.up.weight`, [32, 2], k.up),
     ]);
-    const decoded = await decodeLora(await open(bytes), TINY_PARAMS);
+    const decoded = await decodeLora(await open(bytes), tinyConfig);
     expect(decoded.format).toBe('diffusers-old');
     expect([...decoded.lora.keys()]).toEqual(['down_blocks.0.attentions.0.proj_in', `${ATTN}.attn1.to_q`, `${ATTN}.attn2.to_k`, `${ATTN}.attn2.to_out.0`]);
     const got = decoded.lora.get(`${ATTN}.attn2.to_out.0`)!;
@@ -423,16 +423,16 @@ describe('reading other spellings', () => {
   it('takes alpha from a model-level lora_adapter_metadata (no unet. prefix) and rsLoRA', async () => {
     const q = m(`${ATTN}.attn1.to_q`, 4);
     const tensors = [t(`${ATTN}.attn1.to_q.lora_A.weight`, [4, 32], q.down), t(`${ATTN}.attn1.to_q.lora_B.weight`, [32, 4], q.up)];
-    let d = await decodeLora(await open(writeSafetensors(tensors, { lora_adapter_metadata: JSON.stringify({ r: 4, lora_alpha: 8 }) })), TINY_PARAMS);
+    let d = await decodeLora(await open(writeSafetensors(tensors, { lora_adapter_metadata: JSON.stringify({ r: 4, lora_alpha: 8 }) })), tinyConfig);
     expect(d.lora.get(`${ATTN}.attn1.to_q`)!.alpha).toBe(8);
-    d = await decodeLora(await open(writeSafetensors(tensors, { lora_adapter_metadata: JSON.stringify({ r: 4, lora_alpha: 8, use_rslora: true }) })), TINY_PARAMS);
+    d = await decodeLora(await open(writeSafetensors(tensors, { lora_adapter_metadata: JSON.stringify({ r: 4, lora_alpha: 8, use_rslora: true }) })), tinyConfig);
     expect(d.lora.get(`${ATTN}.attn1.to_q`)!.alpha).toBe(16); // 8 / sqrt(4) = 16 / 4
   });
 
   it('reads the golden kohya LoRA (alpha stored as [1])', async () => {
     const { file, close } = await openSafetensorsFile(join(TINY, 'lora.safetensors'));
     try {
-      const d = await decodeLora(file, TINY_PARAMS);
+      const d = await decodeLora(file, tinyConfig);
       expect(d.lora.size).toBe(128);
       expect(d.metadata.ss_network_dim).toBe('4');
       for (const x of d.lora.values()) expect([x.rank, x.alpha]).toEqual([4, 2]);
@@ -446,8 +446,8 @@ describe('refusals, each naming the file, the keys and what the file looks like'
   const q = `${kohyaName(`${ATTN}.attn1.to_q`)}`;
   const z = (name: string, shape: number[]): TensorToWrite => ({ name, dtype: 'F16', shape, data: new Uint8Array(2 * shape.reduce((a, b) => a * b, 1)) });
   const good = [z(`${q}.lora_down.weight`, [4, 32]), z(`${q}.lora_up.weight`, [32, 4]), z(`${q}.alpha`, [])];
-  const refuse = async (tensors: TensorToWrite[], message: RegExp, params = TINY_PARAMS, metadata?: Record<string, string>) => {
-    const p = decodeLora(await open(writeSafetensors(tensors, metadata), 'other.safetensors'), params);
+  const refuse = async (tensors: TensorToWrite[], message: RegExp, unet: UNetConfig = tinyConfig, metadata?: Record<string, string>) => {
+    const p = decodeLora(await open(writeSafetensors(tensors, metadata), 'other.safetensors'), unet);
     await expect(p).rejects.toThrow(message);
     await expect(p).rejects.toThrow(/^other\.safetensors: /);
     await expect(p).rejects.toBeInstanceOf(LoraFileError);
@@ -457,7 +457,7 @@ describe('refusals, each naming the file, the keys and what the file looks like'
     refuse(
       [z('lora_unet_input_blocks_4_1_transformer_blocks_1_attn1_to_q.lora_down.weight', [4, 640]), z('lora_te2_text_model_encoder_layers_0_mlp_fc1.lora_down.weight', [4, 1280])],
       /SDXL LoRA .*lora_unet_input_blocks_4_1_transformer_blocks_1_attn1_to_q\.lora_down\.weight.*its metadata says ss_base_model_version=sdxl_base_v1-0.*The file holds 2 tensors: 1 lora_[a-z0-9]+_\*, 1 lora_[a-z0-9]+_\*/,
-      TINY_PARAMS,
+      tinyConfig,
       { ss_base_model_version: 'sdxl_base_v1-0' },
     ));
 
@@ -465,7 +465,7 @@ describe('refusals, each naming the file, the keys and what the file looks like'
 
   it('an SD2 LoRA by its 1024-wide cross-attention', () => {
     const k = kohyaName('down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k');
-    return refuse([z(`${k}.lora_down.weight`, [4, 1024]), z(`${k}.lora_up.weight`, [320, 4])], /do not fit .*SD2\.x LoRA: its cross-attention takes 1024-wide text states .* this UNet's 768/, SD15_PARAMS);
+    return refuse([z(`${k}.lora_down.weight`, [4, 1024]), z(`${k}.lora_up.weight`, [320, 4])], /do not fit .*SD2\.x LoRA: its cross-attention takes 1024-wide text states .* this UNet's 768/, SD15_UNET_CONFIG);
   });
 
   it('an SD2 LoRA by its text-encoder depth', () =>
@@ -482,11 +482,11 @@ describe('refusals, each naming the file, the keys and what the file looks like'
   it('a shape that does not fit the UNet', async () => {
     const bad = [z(`${q}.lora_down.weight`, [4, 33]), z(`${q}.lora_up.weight`, [32, 4])];
     await refuse(bad, /1 of 1 LoRA modules do not fit .*attn1\.to_q: down \[4, 33\], up \[32, 4\]; the UNet's layer is 32x32/);
-    const err = await decodeLora(await open(writeSafetensors(bad)), TINY_PARAMS).catch((e) => e);
+    const err = await decodeLora(await open(writeSafetensors(bad)), tinyConfig).catch((e) => e);
     expect(err.shapeMismatch).toBe(true);
     // The golden tiny LoRA is not SD1.5's either.
     const { file, close } = await openSafetensorsFile(join(TINY, 'lora.safetensors'));
-    await expect(decodeLora(file, SD15_PARAMS)).rejects.toThrow(/128 of 128 LoRA modules do not fit/);
+    await expect(decodeLora(file, SD15_UNET_CONFIG)).rejects.toThrow(/128 of 128 LoRA modules do not fit/);
     await close();
   });
 
@@ -548,11 +548,11 @@ describe('on the GPU', () => {
     const held: Tensor[] = [];
     try {
       // Exported as diffusers fp32 and read back: the very same matrices and alphas as the golden file.
-      const direct = await decodeLora(loraFile, TINY_PARAMS);
-      const viaDiffusers = await decodeLora(await open(encodeLora(direct.lora, { format: 'diffusers', dtype: 'fp32' })), TINY_PARAMS);
+      const direct = await decodeLora(loraFile, tinyConfig);
+      const viaDiffusers = await decodeLora(await open(encodeLora(direct.lora, { format: 'diffusers', dtype: 'fp32' })), tinyConfig);
       expect(viaDiffusers.lora).toEqual(direct.lora);
 
-      unet.lora = await readLora(gpu, loraFile, TINY_PARAMS);
+      unet.lora = await readLora(gpu, loraFile, tinyConfig);
       // The first example of the golden batch only: half the work on SwiftShader, the same check.
       const first = async (name: string) => {
         const shape = [1, ...golden.info(name).shape.slice(1)];

@@ -19,7 +19,7 @@ import { planMemory, planningConfig, planningData, type MemoryPlan, type MemoryP
 import { formatBytes } from '../../src/util/format';
 import { dirModelFiles as openModelFiles } from '../../src/models/model-files-node';
 import { SD15_TEXT_ENCODER_CONFIG, SD15_UNET_CONFIG, SD15_VAE_CONFIG } from '../../src/models/sd15-configs';
-import { UNet, unetParams, type UNetConfig } from '../../src/models/unet';
+import { UNet, unetParamShapes, type UNetConfig } from '../../src/models/unet';
 import { vaeParamShapes } from '../../src/models/vae';
 import { loadFolderComponent, type ParamShapes } from '../../src/models/weights';
 import { LOSS_METHODS } from '../../src/tpo/methods';
@@ -43,14 +43,14 @@ const sd15 = (over: Partial<MemoryPlanInput> = {}): Promise<MemoryPlan> =>
 
 describe('memory plan for SD1.5', () => {
   it('counts the three networks and the default LoRA', async () => {
-    const unet = unetParams(SD15_UNET_CONFIG);
+    const unet = unetParamShapes(SD15_UNET_CONFIG);
     expect(count(unet)).toBe(859_520_964);
     expect(count(clipTextParamShapes(SD15_TEXT_ENCODER_CONFIG))).toBe(123_060_480);
     expect(count(vaeParamShapes(SD15_VAE_CONFIG))).toBe(83_653_863);
-    const targets = loraTargets(unet);
+    const targets = loraTargets(SD15_UNET_CONFIG);
     expect(targets.size).toBe(128);
     const plan = await sd15();
-    expect(plan.sizes.unetParams).toBe(859_520_964);
+    expect(plan.sizes.unetParamShapes).toBe(859_520_964);
     expect(plan.sizes.unetWeights).toBe(3_438_083_856); // 3.44 GB in f32
     // f16: matrices and conv kernels as float16 (whole 4-byte words), biases and norms float32, as the loader stores them.
     const half = [...unet.values()].reduce((a, s) => a + (s.length >= 2 ? Math.ceil(s.reduce((x, y) => x * y, 1) / 2) * 4 : 4 * s[0]), 0);
@@ -140,7 +140,7 @@ describe('memory plan against the engine', () => {
     const gpu = await testGpu();
     const execute = process.env.TPO_PLAN_EXECUTE === '1';
     const config = JSON.parse(readFileSync(join(DIR, 'unet/config.json'), 'utf8')) as UNetConfig;
-    const params = unetParams(config);
+    const params = unetParamShapes(config);
     if (!execute) skipKernels(gpu);
     const cases: Omit<MemoryPlanInput, 'unet'>[] = [
       ...LOSS_METHODS.flatMap((method) => [true, false].map((checkpointing) => ({ method, checkpointing, resolution: 128, rank: 8, batch: 1, weightBytes: 4 as const, tokens: 8 }))),

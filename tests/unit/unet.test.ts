@@ -5,7 +5,7 @@ import { createLora, DEFAULT_TARGETS, kohyaName, loraTargets, OPTIONAL_TARGETS }
 import { readLora } from '../../src/models/lora-io';
 import { dirModelFiles as openModelFiles } from '../../src/models/model-files-node';
 import { openSafetensorsFile as openFile } from '../../src/models/safetensors-node';
-import { UNet, unetParams, type UNetConfig } from '../../src/models/unet';
+import { UNet, unetParamShapes, type UNetConfig } from '../../src/models/unet';
 import { loadFolderComponent } from '../../src/models/weights';
 import { mseRows, mseRowsBackward } from '../../src/nn/ops/reduce';
 import { Ctx, Tape } from '../../src/nn/tape';
@@ -38,11 +38,11 @@ describe('UNet backward into the LoRA', () => {
     it(`SFT gradients of all 256 LoRA matrices within 1e-3 (checkpointing ${checkpoint ? 'on' : 'off'})`, { timeout: 900_000 }, async () => {
       const gpu = await testGpu();
       const config = JSON.parse(readFileSync(join(DIR, 'unet/config.json'), 'utf8')) as UNetConfig;
-      const params = unetParams(config);
+      const params = unetParamShapes(config);
       const unet = new UNet(gpu, config, await loadFolderComponent(gpu, dirModelFiles(DIR), 'unet', params));
       const { file: caseFile } = await openSafetensorsFile(join(DIR, 'case.safetensors'));
       const { file: loraFile } = await openSafetensorsFile(join(DIR, 'lora.safetensors'));
-      unet.lora = await readLora(gpu, loraFile, params);
+      unet.lora = await readLora(gpu, loraFile, config);
       for (const p of unet.lora.params()) p.requiresGrad = true;
       const t = async (name: string) => Tensor.from(gpu, await caseFile.readF32(name), caseFile.info(name).shape);
       const [xt, timesteps, ctxW, noise] = await Promise.all(['out.x_t', 'in.timesteps', 'in.ctx_w', 'in.noise'].map(t));
@@ -81,7 +81,7 @@ describe('UNet with float16 weights', () => {
   it('equals float32 storage of the same rounded values, and stays near the float32 goldens', { timeout: 900_000 }, async () => {
     const gpu = await testGpu();
     const config = JSON.parse(readFileSync(join(DIR, 'unet/config.json'), 'utf8')) as UNetConfig;
-    const params = unetParams(config);
+    const params = unetParamShapes(config);
     const half = await loadFolderComponent(gpu, dirModelFiles(DIR), 'unet', params, { halfWeights: true });
     // The same numbers in float32: each float16 matrix read back (rounded values), vectors as loaded.
     const rounded = new Map<string, Tensor>();
@@ -104,10 +104,10 @@ describe('LoRA on the optional targets (proj_in, proj_out, ff.net.0.proj, ff.net
   it('equals the base UNet with each LoRA merged into its weight, and trains every matrix', { timeout: 900_000 }, async () => {
     const gpu = await testGpu();
     const config = JSON.parse(readFileSync(join(DIR, 'unet/config.json'), 'utf8')) as UNetConfig;
-    const params = unetParams(config);
+    const params = unetParamShapes(config);
     const weights = await loadFolderComponent(gpu, dirModelFiles(DIR), 'unet', params);
     const unet = new UNet(gpu, config, weights);
-    const targets = loraTargets(params, [...DEFAULT_TARGETS, ...OPTIONAL_TARGETS]);
+    const targets = loraTargets(config, [...DEFAULT_TARGETS, ...OPTIONAL_TARGETS]);
     // 16 transformers x (8 attention + 4 optional) modules; proj_in / proj_out are 1x1 convs here.
     expect(targets.size).toBe(16 * 12);
     expect([...targets.values()].filter((t) => t.conv1x1).length).toBe(32);

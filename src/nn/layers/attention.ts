@@ -41,8 +41,8 @@ export class Attention extends Layer {
 
   private readonly materialised: boolean;
 
-  params(out: ParamShapes): void {
-    for (const l of [this.group_norm, this.to_q, this.to_k, this.to_v, this.to_out[0]]) l?.params(out);
+  override children() {
+    return [this.group_norm, this.to_q, this.to_k, this.to_v, this.to_out[0]];
   }
 
   /** Tokens x [B, N, C] attending to context [B, M, contextDim] -> [B, N, C]. Frees nothing it was given. */
@@ -101,7 +101,7 @@ export class PointwiseProjection extends Layer {
     super(path);
   }
 
-  params(out: ParamShapes): void {
+  override params(out: ParamShapes): void {
     out.set(this.key('weight'), this.linear ? [this.outChannels, this.inChannels] : [this.outChannels, this.inChannels, 1, 1]);
     out.set(this.key('bias'), [this.outChannels]);
   }
@@ -152,8 +152,8 @@ export class BasicTransformerBlock extends Layer {
     this.ff = { net: [new Linear(this.key('ff.net.0.proj'), channels, 8 * channels), null, new Linear(this.key('ff.net.2'), 4 * channels, channels)] };
   }
 
-  params(out: ParamShapes): void {
-    for (const l of [this.norm1, this.attn1, this.attn2, this.norm2, this.norm3, this.ff.net[0], this.ff.net[2]]) l.params(out);
+  override children() {
+    return [this.norm1, this.attn1, this.attn2, this.norm2, this.norm3, this.ff.net[0], this.ff.net[2]];
   }
 
   /** Tokens [B, N, C]; consumes h (frees it) and returns the new residual stream. */
@@ -190,8 +190,8 @@ export class Transformer2DModel extends Layer {
     this.proj_out = new PointwiseProjection(this.key('proj_out'), channels, channels, o.linearProjection, 'out');
   }
 
-  params(out: ParamShapes): void {
-    for (const l of [this.norm, this.proj_in, this.transformer_blocks[0], this.proj_out]) l.params(out);
+  override children() {
+    return [this.norm, this.proj_in, this.transformer_blocks[0], this.proj_out];
   }
 
   /** Does not free x. */

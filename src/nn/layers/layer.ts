@@ -32,8 +32,21 @@ export abstract class Layer {
     return ws.get(this.key(local));
   }
 
+  /** The layers inside this one, in declaration order (absent ones as null). */
+  children(): (Layer | null)[] {
+    return [];
+  }
+
   /** Adds this layer's parameters (its children's, in order) to `out`. */
-  abstract params(out: ParamShapes): void;
+  params(out: ParamShapes): void {
+    for (const c of this.children()) c?.params(out);
+  }
+
+  /** This layer and every layer inside it, depth first in declaration order. */
+  *walk(): Generator<Layer> {
+    yield this;
+    for (const c of this.children()) if (c) yield* c.walk();
+  }
 }
 
 /** A tree's parameters in declaration order. */
@@ -54,7 +67,7 @@ export class Linear extends Layer {
     super(path);
   }
 
-  params(out: ParamShapes): void {
+  override params(out: ParamShapes): void {
     out.set(this.key('weight'), [this.outFeatures, this.inFeatures]);
     if (this.bias) out.set(this.key('bias'), [this.outFeatures]);
   }
@@ -87,7 +100,7 @@ export class Conv2d extends Layer {
     this.opts = { stride: opts.stride ?? 1, padding: opts.padding ?? (kernel - 1) / 2 };
   }
 
-  params(out: ParamShapes): void {
+  override params(out: ParamShapes): void {
     out.set(this.key('weight'), [this.outChannels, this.inChannels, this.kernel, this.kernel]);
     out.set(this.key('bias'), [this.outChannels]);
   }
@@ -107,7 +120,7 @@ export class GroupNorm extends Layer {
     super(path);
   }
 
-  params(out: ParamShapes): void {
+  override params(out: ParamShapes): void {
     out.set(this.key('weight'), [this.channels]);
     out.set(this.key('bias'), [this.channels]);
   }
@@ -134,7 +147,7 @@ export class LayerNorm extends Layer {
     super(path);
   }
 
-  params(out: ParamShapes): void {
+  override params(out: ParamShapes): void {
     out.set(this.key('weight'), [this.channels]);
     out.set(this.key('bias'), [this.channels]);
   }
@@ -154,7 +167,7 @@ export class Embedding extends Layer {
     super(path);
   }
 
-  params(out: ParamShapes): void {
+  override params(out: ParamShapes): void {
     out.set(this.key('weight'), [this.rows, this.dim]);
   }
 }

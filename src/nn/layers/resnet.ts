@@ -5,7 +5,7 @@
 import * as F from '../functional';
 import type { Ctx } from '../tape';
 import type { Tensor } from '../tensor';
-import { Conv2d, GroupNorm, Layer, Linear, type LayerWeights, type ParamShapes } from './layer';
+import { Conv2d, GroupNorm, Layer, Linear, type LayerWeights } from './layer';
 
 export class ResnetBlock2D extends Layer {
   readonly norm1: GroupNorm;
@@ -26,8 +26,8 @@ export class ResnetBlock2D extends Layer {
     this.conv_shortcut = inChannels === outChannels ? null : new Conv2d(this.key('conv_shortcut'), inChannels, outChannels, 1);
   }
 
-  params(out: ParamShapes): void {
-    for (const l of [this.norm1, this.conv1, this.time_emb_proj, this.norm2, this.conv2, this.conv_shortcut]) l?.params(out);
+  override children() {
+    return [this.norm1, this.conv1, this.time_emb_proj, this.norm2, this.conv2, this.conv_shortcut];
   }
 
   /**
